@@ -1,0 +1,27 @@
+# Shared settings for podlife's local-cluster tooling. Sourced, never run.
+# Everything that names a version or a path lives here so that up/down/build agree.
+
+K8S_VERSION="${PODLIFE_K8S_VERSION:-v1.34.4}"
+ETCD_VERSION="${PODLIFE_ETCD_VERSION:-v3.6.16}"
+HELM_VERSION="${PODLIFE_HELM_VERSION:-v3.22.0}"
+
+# Heavy builds are cached by version under a stable directory that survives checkouts.
+CACHE_DIR="${PODLIFE_CACHE_DIR:-/var/cache/podlife}"
+K8S_BIN="$CACHE_DIR/kubernetes/$K8S_VERSION/bin"
+ETCD_BIN="$CACHE_DIR/etcd/$ETCD_VERSION/bin"
+HELM_BIN="$CACHE_DIR/helm/$HELM_VERSION/bin"
+
+# Runtime state of the one local cluster: pids, logs, certs, configs, data.
+STATE_DIR="${PODLIFE_STATE_DIR:-/var/lib/podlife-cluster}"
+
+log()  { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die()  { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# Runs "$@" and prints how long it took, so long steps show progress and cost.
+timed() {
+  local start=$SECONDS
+  "$@"
+  local rc=$?
+  log "$1 took $((SECONDS - start))s (exit $rc)"
+  return $rc
+}

@@ -1,0 +1,5 @@
+//! podlife: records every pod's life and drives the real kubelet's probes.
+#![forbid(unsafe_code)]
+
+pub mod lifecycle;
+pub mod target;
