@@ -475,7 +475,7 @@ mod tests {
 
     #[test]
     fn every_action_parses() {
-        let s = parse("hang 1 hit, slow 1500ms for 1m, close for 2s, redirect /status/503 2 hits, redirect http://10.255.255.1/x, repeat");
+        let s = parse("hang 1 hit, slow 1500ms for 1m, close for 2s, redirect /status/503 2 hits, redirect http://10.255.255.1/x for 1s, repeat");
         let actions: Vec<_> = s.steps.iter().map(|s| s.action.label()).collect();
         assert_eq!(actions, ["hang", "slow", "close", "redirect", "redirect"]);
         assert_eq!(s.steps[1].action, Action::Slow { delay: Duration::from_millis(1500) });
@@ -583,7 +583,7 @@ mod tests {
                 src in prop_oneof!["ok for 1s, fail 2 times, repeat", "fail 3 times, ok", "ok for 10ms, hang for 5ms, repeat", "slow 1s"],
                 times in proptest::collection::vec(0u64..10_000_000, 1..50),
             ) {
-                let s = Script::parse(src).unwrap();
+                let s = Script::parse(&src).unwrap();
                 let mut c = s.start(0);
                 let mut sorted = times.clone();
                 sorted.sort_unstable();

@@ -1,1 +1,3 @@
-
+//! e2e tests against a real cluster with a real kubelet. Run through `e2e/test`.
+mod smoke;
+mod support;

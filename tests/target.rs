@@ -1,0 +1,393 @@
+//! Integration tests: the real podlife-target binary, run locally on loopback, checked on every
+//! endpoint, transport and exit mode. No cluster needed.
+
+use std::io::Read;
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_podlife-target");
+
+struct Target {
+    child: Option<Child>,
+    probe: u16,
+    control: u16,
+    grpc: u16,
+    tcp: [u16; 3],
+    dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Target {
+    fn start(args: &[&str]) -> Target {
+        Self::start_in(tempfile::tempdir().unwrap(), args)
+    }
+
+    fn start_in(dir: tempfile::TempDir, args: &[&str]) -> Target {
+        let (probe, control, grpc) = (free_port(), free_port(), free_port());
+        let tcp = [free_port(), free_port(), free_port()];
+        let child = Command::new(BIN)
+            .args(["--listen", "127.0.0.1", "--log-format", "text"])
+            .args(["--probe-port", &probe.to_string(), "--control-port", &control.to_string()])
+            .args(["--grpc-port", &grpc.to_string()])
+            .args(["--tcp-ports", &format!("{},{},{}", tcp[0], tcp[1], tcp[2])])
+            .args(["--termination-log", dir.path().join("termination-log").to_str().unwrap()])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start podlife-target");
+        let t = Target { child: Some(child), probe, control, grpc, tcp, dir };
+        t.wait_listening(t.control, Duration::from_secs(10));
+        t
+    }
+
+    fn wait_listening(&self, port: u16, limit: Duration) {
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(start.elapsed() < limit, "port {port} not listening after {limit:?}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn url(&self, port: u16, path: &str) -> String {
+        format!("http://127.0.0.1:{port}{path}")
+    }
+
+    async fn probe(&self, path: &str) -> u16 {
+        reqwest::get(self.url(self.probe, path)).await.map(|r| r.status().as_u16()).unwrap_or(0)
+    }
+
+    async fn control(&self, method: reqwest::Method, path: &str, body: &str) -> (u16, String) {
+        let r = reqwest::Client::new().request(method, self.url(self.control, path)).body(body.to_string()).send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    async fn hits(&self) -> Value {
+        serde_json::from_str(&self.control(reqwest::Method::GET, "/hits", "").await.1).unwrap()
+    }
+
+    fn exec(&self, what: &str, kind: &str) -> i32 {
+        Command::new(BIN).args([what, kind, "--control-port", &self.control.to_string()]).status().unwrap().code().unwrap_or(-1)
+    }
+
+    fn wait_exit(&mut self, limit: Duration) -> (ExitStatus, String) {
+        let child = self.child.as_mut().unwrap();
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                let mut stderr = String::new();
+                child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+                self.child = None;
+                return (status, stderr);
+            }
+            assert!(start.elapsed() < limit, "target did not exit within {limit:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn termination_message(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("termination-log")).unwrap_or_default()
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().unwrap().id().to_string();
+        assert!(Command::new("kill").args(["-s", sig, &pid]).status().unwrap().success());
+    }
+
+    fn alive(&mut self) -> bool {
+        self.child.as_mut().unwrap().try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn tcp_open(port: u16) -> bool {
+    std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(500)).is_ok()
+}
+
+#[tokio::test]
+async fn http_probes_follow_their_own_scripts() {
+    let t = Target::start(&["--liveness", "ok 2 times, then fail 500", "--readiness", "fail for 300ms, then ok", "--startup", "fail 404"]);
+    assert_eq!(t.probe("/healthz").await, 200);
+    assert_eq!(t.probe("/healthz").await, 200);
+    assert_eq!(t.probe("/healthz").await, 500);
+    assert_eq!(t.probe("/readyz").await, 503);
+    assert_eq!(t.probe("/startupz").await, 404);
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_eq!(t.probe("/readyz").await, 200);
+    let hits = t.hits().await;
+    assert_eq!(hits["counters"]["liveness"]["ok"], 2);
+    assert_eq!(hits["counters"]["liveness"]["fail"], 1);
+    let first = &hits["hits"][0];
+    assert_eq!((first["probe"].as_str(), first["transport"].as_str()), (Some("liveness"), Some("http")));
+    assert!(first["peer"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert!(first["latencyMs"].is_u64());
+}
+
+#[tokio::test]
+async fn scripts_change_and_reset_at_runtime_and_bad_ones_get_a_pointed_400() {
+    let t = Target::start(&[]);
+    let (code, body) = t.control(reqwest::Method::PUT, "/scripts/liveness", "ok for 1s, then fial").await;
+    assert_eq!(code, 400);
+    let err: Value = serde_json::from_str(&body).unwrap();
+    assert!(err["error"].as_str().unwrap().contains("column 17 ('fial')"), "{body}");
+    assert_eq!(t.control(reqwest::Method::PUT, "/scripts/bogus", "ok").await.0, 400);
+    assert_eq!(t.control(reqwest::Method::PUT, "/scripts/liveness", "fail 1 time, then ok").await.0, 200);
+    assert_eq!(t.probe("/healthz").await, 503);
+    assert_eq!(t.probe("/healthz").await, 200);
+    assert_eq!(t.control(reqwest::Method::POST, "/scripts/liveness/reset", "").await.0, 204);
+    assert_eq!(t.probe("/healthz").await, 503);
+    assert_eq!(t.control(reqwest::Method::DELETE, "/scripts/liveness", "").await.0, 204);
+    assert_eq!(t.probe("/healthz").await, 200);
+}
+
+#[tokio::test]
+async fn hang_slow_close_and_redirect_do_what_they_say() {
+    let t = Target::start(&["--liveness", "hang", "--readiness", "slow 400ms", "--startup", "close 1 time, then redirect /status/418"]);
+    let client = reqwest::Client::builder().timeout(Duration::from_millis(300)).build().unwrap();
+    let hung = client.get(t.url(t.probe, "/healthz")).send().await;
+    assert!(hung.unwrap_err().is_timeout());
+    let started = Instant::now();
+    assert_eq!(t.probe("/readyz").await, 200);
+    assert!(started.elapsed() >= Duration::from_millis(400));
+    let closed = reqwest::get(t.url(t.probe, "/startupz")).await;
+    assert!(closed.is_err(), "close answers nothing: {closed:?}");
+    // reqwest follows the local redirect to /status/418, as the kubelet would.
+    assert_eq!(t.probe("/startupz").await, 418);
+    let no_follow = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let r = no_follow.get(t.url(t.probe, "/startupz")).send().await.unwrap();
+    assert_eq!((r.status().as_u16(), r.headers()["location"].to_str().unwrap()), (302, "/status/418"));
+}
+
+#[tokio::test]
+async fn tcp_listeners_open_and_close_with_the_script_and_on_command() {
+    let t = Target::start(&["--liveness", "fail for 600ms, then ok"]);
+    t.wait_listening(t.tcp[1], Duration::from_secs(2));
+    assert!(!tcp_open(t.tcp[0]), "liveness listener is closed while failing");
+    assert!(tcp_open(t.tcp[1]) && tcp_open(t.tcp[2]));
+    t.wait_listening(t.tcp[0], Duration::from_secs(2));
+    assert_eq!(t.control(reqwest::Method::POST, "/tcp/readiness?state=closed", "").await.0, 204);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!tcp_open(t.tcp[1]));
+    assert_eq!(t.control(reqwest::Method::POST, "/tcp/readiness?state=sideways", "").await.0, 400);
+    let hits = t.hits().await;
+    assert!(hits["hits"].as_array().unwrap().iter().any(|h| h["transport"] == "tcp" && h["probe"] == "readiness"));
+}
+
+#[tokio::test]
+async fn grpc_health_answers_per_service() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+
+    let t = Target::start(&["--readiness", "fail"]);
+    t.wait_listening(t.grpc, Duration::from_secs(2));
+    let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{}", t.grpc)).unwrap().connect().await.unwrap();
+    let mut client = HealthClient::new(channel);
+    let check = |service: &str| HealthCheckRequest { service: service.to_string() };
+    let status = |r: tonic::Response<tonic_health::pb::HealthCheckResponse>| r.into_inner().status;
+    assert_eq!(status(client.check(check("liveness")).await.unwrap()), ServingStatus::Serving as i32);
+    assert_eq!(status(client.check(check("readiness")).await.unwrap()), ServingStatus::NotServing as i32);
+    assert_eq!(status(client.check(check("")).await.unwrap()), ServingStatus::Serving as i32);
+    assert_eq!(client.check(check("nope")).await.unwrap_err().code(), tonic::Code::NotFound);
+    let mut watch = client.watch(check("readiness")).await.unwrap().into_inner();
+    assert_eq!(watch.message().await.unwrap().unwrap().status, ServingStatus::NotServing as i32);
+    assert_eq!(t.control(reqwest::Method::PUT, "/scripts/readiness", "ok").await.0, 200);
+    let next = tokio::time::timeout(Duration::from_secs(2), watch.message()).await.unwrap().unwrap().unwrap();
+    assert_eq!(next.status, ServingStatus::Serving as i32);
+    assert_eq!(t.hits().await["counters"]["readiness"]["fail"], 1);
+}
+
+#[tokio::test]
+async fn exec_probes_and_hooks_exit_with_the_scripted_code() {
+    let t = Target::start(&["--liveness", "fail 7 1 time, then ok", "--startup", "close", "--prestop", "fail 3"]);
+    assert_eq!(t.exec("probe", "liveness"), 7);
+    assert_eq!(t.exec("probe", "liveness"), 0);
+    assert_eq!(t.exec("probe", "startup"), 1);
+    assert_eq!(t.exec("hook", "prestop"), 3);
+    assert_eq!(t.exec("hook", "poststart"), 0);
+    let hits = t.hits().await;
+    assert_eq!(hits["counters"]["liveness"]["fail"], 1);
+    let kinds: Vec<&str> = hits["events"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert!(kinds.contains(&"prestop") && kinds.contains(&"poststart"), "{kinds:?}");
+    // No server on that port: a clear message and exit 2, never a false success.
+    let other = Command::new(BIN).args(["probe", "liveness", "--control-port", "1"]).output().unwrap();
+    assert_eq!(other.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&other.stderr).contains("no server"));
+}
+
+#[tokio::test]
+async fn quitquitquit_exits_with_the_code_and_a_termination_message() {
+    let mut t = Target::start(&[]);
+    assert_eq!(t.control(reqwest::Method::POST, "/quitquitquit?code=nope", "").await.0, 400);
+    assert_eq!(t.control(reqwest::Method::POST, "/quitquitquit?code=3", "").await.0, 200);
+    let (status, _) = t.wait_exit(Duration::from_secs(5));
+    assert_eq!(status.code(), Some(3));
+    assert_eq!(t.termination_message(), "/quitquitquit: exit code 3");
+}
+
+#[tokio::test]
+async fn exit_waits_then_exits() {
+    let mut t = Target::start(&[]);
+    let started = Instant::now();
+    assert_eq!(t.control(reqwest::Method::POST, "/exit?code=4&wait=500ms", "").await.0, 200);
+    assert_eq!(t.probe("/healthz").await, 200, "still serving during the wait");
+    let (status, _) = t.wait_exit(Duration::from_secs(5));
+    assert_eq!(status.code(), Some(4));
+    assert!(started.elapsed() >= Duration::from_millis(500));
+}
+
+#[tokio::test]
+async fn kill_and_crash_die_of_the_signal() {
+    let mut t = Target::start(&[]);
+    assert_eq!(t.control(reqwest::Method::POST, "/kill?signal=BOGUS", "").await.0, 400);
+    assert_eq!(t.control(reqwest::Method::POST, "/kill?signal=USR1", "").await.0, 200);
+    let (status, _) = t.wait_exit(Duration::from_secs(5));
+    assert_eq!(status.signal(), Some(10), "not PID 1 here, so a real SIGUSR1: {status:?}");
+    assert!(t.termination_message().contains("signal 10"));
+
+    let mut t = Target::start(&[]);
+    assert_eq!(t.control(reqwest::Method::POST, "/crash", "").await.0, 200);
+    let (status, _) = t.wait_exit(Duration::from_secs(5));
+    assert_eq!(status.signal(), Some(6), "{status:?}");
+}
+
+#[tokio::test]
+async fn sigterm_modes_exit_drain_and_ignore() {
+    let mut t = Target::start(&[]);
+    t.signal("TERM");
+    assert_eq!(t.wait_exit(Duration::from_secs(5)).0.code(), Some(0));
+
+    let mut t = Target::start(&["--sigterm", "drain:700ms"]);
+    let started = Instant::now();
+    t.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(t.probe("/readyz").await, 503, "readiness fails while terminating");
+    assert_eq!(t.probe("/healthz").await, 200, "liveness keeps passing while terminating");
+    assert_eq!(t.wait_exit(Duration::from_secs(5)).0.code(), Some(0));
+    assert!(started.elapsed() >= Duration::from_millis(700));
+    assert!(t.termination_message().contains("drained for 700ms"));
+
+    let mut t = Target::start(&["--sigterm", "ignore"]);
+    t.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(t.alive(), "ignore means the kubelet has to SIGKILL");
+    assert_eq!(t.control(reqwest::Method::PUT, "/sigterm?mode=drain:oops", "").await.0, 400);
+}
+
+#[tokio::test]
+async fn boot_count_and_boot_script_survive_restarts() {
+    let state = tempfile::tempdir().unwrap();
+    let state_arg = state.path().to_str().unwrap().to_string();
+    let args = ["--state-dir", state_arg.as_str(), "--boot", "fail 1 2 times, then ok"];
+    for boot in 1..=2 {
+        let dir = tempfile::tempdir().unwrap();
+        let (probe, control) = (free_port(), free_port());
+        let out = Command::new(BIN)
+            .args(["--listen", "127.0.0.1", "--probe-port", &probe.to_string(), "--control-port", &control.to_string()])
+            .args(["--grpc-port", "0", "--tcp-ports", "0,0,0"])
+            .args(["--termination-log", dir.path().join("t").to_str().unwrap()])
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "boot {boot} fails");
+        let msg = std::fs::read_to_string(dir.path().join("t")).unwrap();
+        assert!(msg.contains(&format!("failed boot {boot}")), "{msg}");
+    }
+    let t = Target::start(&args);
+    let hits = t.hits().await;
+    assert_eq!(hits["boot"], 3, "third start runs");
+}
+
+#[tokio::test]
+async fn probe_script_positions_survive_a_restart() {
+    let state = tempfile::tempdir().unwrap();
+    let dir = state.path().to_str().unwrap().to_string();
+    let args = ["--state-dir", dir.as_str(), "--liveness", "ok 2 times, then fail"];
+    {
+        let t = Target::start(&args);
+        assert_eq!(t.probe("/healthz").await, 200);
+    }
+    let t = Target::start(&args);
+    assert_eq!(t.probe("/healthz").await, 200, "second of two ok hits");
+    assert_eq!(t.probe("/healthz").await, 503);
+}
+
+#[tokio::test]
+async fn not_listening_mode_refuses_then_opens() {
+    let t = Target::start(&["--not-listening-for", "800ms"]);
+    assert!(!tcp_open(t.probe) && !tcp_open(t.tcp[0]), "probe ports refused during the not-listening period");
+    t.wait_listening(t.probe, Duration::from_secs(3));
+    assert_eq!(t.probe("/healthz").await, 200);
+}
+
+#[tokio::test]
+async fn failing_mode_listens_but_fails() {
+    let t = Target::start(&["--failing-for", "500ms"]);
+    t.wait_listening(t.probe, Duration::from_secs(2));
+    assert_eq!(t.probe("/startupz").await, 503);
+    tokio::time::sleep(Duration::from_millis(550)).await;
+    assert_eq!(t.probe("/startupz").await, 200);
+}
+
+#[tokio::test]
+async fn the_control_api_can_require_a_token() {
+    let t = Target::start(&["--control-token", "s3cret"]);
+    assert_eq!(t.control(reqwest::Method::GET, "/hits", "").await.0, 401);
+    let r = reqwest::Client::new().get(t.url(t.control, "/hits")).bearer_auth("s3cret").send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(t.probe("/healthz").await, 200, "probe port stays open to the kubelet");
+}
+
+#[tokio::test]
+async fn metrics_count_hits_by_probe_transport_and_result() {
+    let t = Target::start(&["--readiness", "fail"]);
+    t.probe("/readyz").await;
+    let (code, body) = t.control(reqwest::Method::GET, "/metrics", "").await;
+    assert_eq!(code, 200);
+    assert!(body.contains(r#"podlife_target_probe_hits_total{probe="readiness",transport="http",result="fail"} 1"#), "{body}");
+    assert!(body.contains("podlife_target_boot 1"));
+}
+
+#[tokio::test]
+async fn nonsense_requests_never_crash_the_server() {
+    let t = Target::start(&[]);
+    for (method, path, body) in [
+        (reqwest::Method::PUT, "/scripts/liveness", "\u{0}\u{ffff}"),
+        (reqwest::Method::PUT, "/hooks/prestop", "slow"),
+        (reqwest::Method::PUT, "/hooks/neither", "ok"),
+        (reqwest::Method::POST, "/fault/memory?mibPerSec=0", ""),
+        (reqwest::Method::POST, "/fault/cpu?threads=x", ""),
+        (reqwest::Method::POST, "/exit?wait=forever", ""),
+        (reqwest::Method::GET, "/hits?since=-1", ""),
+        (reqwest::Method::PUT, "/sigterm?ready=maybe", ""),
+    ] {
+        let (code, text) = t.control(method.clone(), path, body).await;
+        assert!((400..500).contains(&code), "{method} {path} -> {code} {text}");
+    }
+    assert_eq!(t.probe("/healthz").await, 200);
+}
+
+#[test]
+fn help_explains_the_script_grammar_and_env() {
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(help.contains("ok for 20s, then fail 3 times, then ok") && help.contains("PODLIFE_LIVENESS"), "{help}");
+    let bad = Command::new(BIN).args(["--liveness", "ok for ever"]).output().unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("column 8"));
+}
