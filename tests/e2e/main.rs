@@ -1,3 +1,4 @@
 //! e2e tests against a real cluster with a real kubelet. Run through `e2e/test`.
 mod smoke;
+mod target;
 mod support;
