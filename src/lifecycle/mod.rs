@@ -1,1 +1,15 @@
-//! The pure lifecycle model.
+//! The pure lifecycle model: turns a pod's status snapshots and events into its history.
+//!
+//! No I/O and no async: values in, values out. The operator feeds it from watches; tests feed
+//! it status sequences recorded from the real kubelet.
+
+pub mod backoff;
+pub mod history;
+pub mod snapshot;
+
+pub use backoff::BackoffProfile;
+pub use history::{Change, PodHistory, Source};
+pub use snapshot::{EventSnapshot, PodSnapshot};
+
+#[cfg(test)]
+mod tests;

@@ -83,6 +83,12 @@ type ApiResult<T = Response> = std::result::Result<T, ApiError>;
 pub async fn bind(target: &Arc<Target>) -> Result<SocketAddr> {
     let listener = super::bind("the control port", listen_addr(target, target.config.control_port)).await?;
     let addr = listener.local_addr().expect("bound listener has an address");
+    super::http::spawn_server(listener, router(target));
+    Ok(addr)
+}
+
+/// The control API as a router, without a listener (the fuzz target drives it directly).
+pub fn router(target: &Arc<Target>) -> Router {
     let mut router = Router::new()
         .route("/", get(index))
         .route("/hits", get(hits))
@@ -110,8 +116,7 @@ pub async fn bind(target: &Arc<Target>) -> Result<SocketAddr> {
             }
         }));
     }
-    super::http::spawn_server(listener, router);
-    Ok(addr)
+    router
 }
 
 async fn index() -> &'static str {

@@ -7,6 +7,7 @@
 pub mod record;
 pub mod script;
 mod control;
+pub use control::router as control_router;
 mod exec;
 mod grpc;
 mod http;

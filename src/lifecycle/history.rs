@@ -1,0 +1,682 @@
+//! A pod's history: what [`PodHistory::observe`] and [`PodHistory::observe_event`] build from
+//! a stream of snapshots. This is the `status` of a `PodLifecycle` report.
+//!
+//! # Guarantees
+//! - Observing the same snapshot or event twice changes nothing (no duplicate entries), so a
+//!   rebuild after an operator restart or a watch expiry can replay freely.
+//! - No input panics.
+//! - Every list is bounded; what is dropped is counted in [`Truncation`], and
+//!   [`PodHistory::enforce_budget`] keeps the serialized size under a byte budget.
+
+use std::collections::VecDeque;
+
+use jiff::Timestamp;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::backoff::{parse_announced, BackoffProfile};
+use super::snapshot::{ContainerKind, ContainerSnapshot, ContainerState, EventSnapshot, Phase, PodSnapshot, Termination};
+
+/// Ring capacities: enough for a long crash loop's recent past, small enough for 10k pods.
+pub const MAX_PHASES: usize = 32;
+pub const MAX_CONDITIONS: usize = 128;
+pub const MAX_STATES: usize = 64;
+pub const MAX_FLIPS: usize = 64;
+pub const MAX_TERMINATIONS: usize = 64;
+pub const MAX_RESTARTS: usize = 64;
+pub const MAX_EVENTS: usize = 64;
+pub const MAX_PROBE_KILLS: usize = 32;
+/// The report's default byte budget: far below etcd's 1.5 MiB object limit.
+pub const DEFAULT_BUDGET_BYTES: usize = 256 * 1024;
+
+/// How an entry was learned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+pub enum Source {
+    /// Seen as it happened, from a watch event.
+    #[default]
+    Live,
+    /// Reconstructed from status timestamps after a gap (operator restart, watch expiry).
+    Rebuilt,
+}
+
+fn is_live(s: &Source) -> bool {
+    *s == Source::Live
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PhaseTransition {
+    pub phase: Phase,
+    pub at: Timestamp,
+    #[serde(default, skip_serializing_if = "is_live")]
+    pub source: Source,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConditionTransition {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    pub at: Timestamp,
+    #[serde(default, skip_serializing_if = "is_live")]
+    pub source: Source,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StateTransition {
+    #[serde(flatten)]
+    pub state: ContainerState,
+    /// When the state began: startedAt, finishedAt, or when it was first observed.
+    pub at: Timestamp,
+    pub restart_count: i32,
+    #[serde(default, skip_serializing_if = "is_live")]
+    pub source: Source,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Flip {
+    pub value: bool,
+    pub at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TerminationRecord {
+    /// The restart count of the run that ended (0 for the first run).
+    pub run: i32,
+    #[serde(flatten)]
+    pub termination: Termination,
+    #[serde(default, skip_serializing_if = "is_live")]
+    pub source: Source,
+}
+
+/// One restart, with the delay the kubelet applied and the one its curve predicts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Restart {
+    /// The restart count after this restart (1 for the first).
+    pub number: i32,
+    /// Position in the current back-off sequence (1 = immediate), after resets.
+    pub backoff_step: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_finished_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Timestamp>,
+    /// previous run's finishedAt → this run's startedAt (1 s resolution, from the kubelet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured_seconds: Option<f64>,
+    /// What the kubelet announced in `waiting.message` before this restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub announced_seconds: Option<f64>,
+    pub expected_seconds: f64,
+    /// measured within [expected - 1 s, expected + sync slack]; `None` if not measurable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fits_curve: Option<bool>,
+    /// Restarts that happened between two observations and could not be measured.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unobserved_before: i32,
+    #[serde(default, skip_serializing_if = "is_live")]
+    pub source: Source,
+}
+
+fn is_zero(n: &i32) -> bool {
+    *n == 0
+}
+
+/// The kubelet's back-off as it stands now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "camelCase", tag = "state")]
+pub enum BackoffState {
+    /// Not crash looping.
+    #[default]
+    None,
+    /// Waiting in CrashLoopBackOff.
+    Waiting {
+        announced_seconds: f64,
+        /// Earliest time the kubelet may restart: the last exit plus the announced back-off.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        next_restart_after: Option<Timestamp>,
+    },
+}
+
+/// A probe failure that killed a container, linked to what followed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProbeKill {
+    /// liveness or startup.
+    pub probe: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unhealthy_message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unhealthy_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub killing_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub terminated_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restarted_as: Option<i32>,
+}
+
+/// Identical CrashLoop cycles (same exit code and reason), folded into a counter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CrashLoopFold {
+    pub exit_code: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub cycles: u64,
+    pub first_at: Timestamp,
+    pub last_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Truncation {
+    pub phases: u64,
+    pub conditions: u64,
+    pub states: u64,
+    pub flips: u64,
+    pub terminations: u64,
+    pub restarts: u64,
+    pub events: u64,
+    pub probe_kills: u64,
+    /// Entries dropped to stay under the byte budget.
+    pub budget: u64,
+}
+
+impl Truncation {
+    #[must_use]
+    pub fn total(&self) -> u64 {
+        self.phases + self.conditions + self.states + self.flips + self.terminations + self.restarts + self.events + self.probe_kills + self.budget
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerHistory {
+    pub name: String,
+    pub kind: ContainerKind,
+    pub restart_count: i32,
+    pub states: VecDeque<StateTransition>,
+    pub ready: VecDeque<Flip>,
+    pub started: VecDeque<Flip>,
+    pub terminations: VecDeque<TerminationRecord>,
+    pub restarts: VecDeque<Restart>,
+    pub backoff: BackoffState,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub crash_loops: Vec<CrashLoopFold>,
+    #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
+    pub probe_kills: VecDeque<ProbeKill>,
+    /// Announced back-off seen since the last restart, waiting for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_announced_seconds: Option<f64>,
+    /// Where the current back-off sequence stands (restarts since the last reset).
+    #[serde(default)]
+    pub backoff_step: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EventRecord {
+    pub uid: String,
+    pub reason: String,
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// Occurrences, including the count updates of an aggregated event.
+    pub count: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_seen: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<Timestamp>,
+}
+
+/// The stages clusterloader2's pod-startup measurement uses, in seconds from creation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct StartupBreakdown {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_seconds: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initialized_seconds: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running_seconds: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_seconds: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// "ready/total" containers, as kubectl shows it.
+    pub ready: String,
+    pub restarts: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_termination_reason: Option<String>,
+    /// The current back-off as kubectl users read it: "40s", or "-".
+    pub backoff: String,
+    pub startup: StartupBreakdown,
+    pub transitions_recorded: u64,
+}
+
+/// The whole history of one pod.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PodHistory {
+    pub pod: String,
+    pub uid: String,
+    pub phases: VecDeque<PhaseTransition>,
+    pub conditions: VecDeque<ConditionTransition>,
+    pub containers: Vec<ContainerHistory>,
+    pub events: VecDeque<EventRecord>,
+    pub summary: Summary,
+    pub truncated: Truncation,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_at: Option<Timestamp>,
+}
+
+/// What one observation changed, for metrics and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Phase,
+    Condition,
+    ContainerState,
+    Flip,
+    Termination,
+    Restart,
+    Event,
+    EventCount,
+}
+
+fn push_bounded<T>(list: &mut VecDeque<T>, item: T, cap: usize, dropped: &mut u64) {
+    if list.len() >= cap {
+        list.pop_front();
+        *dropped += 1;
+    }
+    list.push_back(item);
+}
+
+fn seconds_between(from: Option<Timestamp>, to: Option<Timestamp>) -> Option<f64> {
+    Some(to?.duration_since(from?).as_secs_f64())
+}
+
+type StateKey = (u8, Option<String>, Option<Timestamp>, Option<Timestamp>, i32);
+
+/// Identifies one state of one run: a replayed snapshot maps to an entry already recorded.
+fn state_key(s: &ContainerState, restart_count: i32) -> StateKey {
+    match s {
+        ContainerState::Waiting { reason, .. } => (0, reason.clone(), None, None, restart_count),
+        ContainerState::Running { started_at } => (1, None, *started_at, None, restart_count),
+        ContainerState::Terminated(t) => (2, t.reason.clone(), t.started_at, t.finished_at, restart_count),
+    }
+}
+
+impl ContainerHistory {
+    fn new(name: &str, kind: ContainerKind) -> Self {
+        ContainerHistory {
+            name: name.to_string(),
+            kind,
+            restart_count: 0,
+            states: VecDeque::new(),
+            ready: VecDeque::new(),
+            started: VecDeque::new(),
+            terminations: VecDeque::new(),
+            restarts: VecDeque::new(),
+            backoff: BackoffState::None,
+            crash_loops: Vec::new(),
+            probe_kills: VecDeque::new(),
+            pending_announced_seconds: None,
+            backoff_step: 0,
+        }
+    }
+
+    fn has_termination(&self, t: &Termination) -> bool {
+        let key = t.run_key();
+        self.terminations.iter().any(|r| r.termination.run_key() == key)
+    }
+
+    fn record_termination(&mut self, run: i32, t: &Termination, source: Source, trunc: &mut Truncation, changes: &mut Vec<Change>) {
+        if self.has_termination(t) {
+            return;
+        }
+        // A kill whose probe we saw: attach the termination it caused.
+        if let Some(kill) = self.probe_kills.iter_mut().rev().find(|k| k.exit_code.is_none()) {
+            let after_kill = match (kill.killing_at, t.finished_at) {
+                (Some(k), Some(f)) => f >= k.checked_sub(jiff::SignedDuration::from_secs(2)).unwrap_or(k),
+                _ => true,
+            };
+            if after_kill {
+                kill.exit_code = Some(t.exit_code);
+                kill.terminated_at = t.finished_at;
+            }
+        }
+        let repeats = self.terminations.back().is_some_and(|prev| {
+            prev.termination.exit_code == t.exit_code && prev.termination.reason == t.reason && prev.termination.signal == t.signal
+        });
+        if repeats {
+            let at = t.finished_at.unwrap_or(Timestamp::UNIX_EPOCH);
+            match self.crash_loops.last_mut() {
+                Some(f) if f.exit_code == t.exit_code && f.reason == t.reason => {
+                    f.cycles += 1;
+                    f.last_at = at;
+                }
+                _ => self.crash_loops.push(CrashLoopFold { exit_code: t.exit_code, reason: t.reason.clone(), cycles: 2, first_at: at, last_at: at }),
+            }
+            if self.crash_loops.len() > 8 {
+                self.crash_loops.remove(0);
+            }
+        }
+        push_bounded(&mut self.terminations, TerminationRecord { run, termination: t.clone(), source }, MAX_TERMINATIONS, &mut trunc.terminations);
+        changes.push(Change::Termination);
+    }
+
+    fn observe(&mut self, c: &ContainerSnapshot, now: Timestamp, source: Source, profile: &BackoffProfile, trunc: &mut Truncation, changes: &mut Vec<Change>) {
+        // Earlier runs first, so the termination history stays in order.
+        if let Some(last) = &c.last_terminated {
+            self.record_termination(c.restart_count - 1, last, source, trunc, changes);
+        }
+        if c.restart_count > self.restart_count {
+            self.record_restart(c, source, profile, trunc, changes);
+        }
+        if let Some(state) = &c.state {
+            let key = state_key(state, c.restart_count);
+            let changed = !self.states.iter().any(|prev| state_key(&prev.state, prev.restart_count) == key);
+            if changed {
+                let at = match state {
+                    ContainerState::Running { started_at } => started_at.unwrap_or(now),
+                    ContainerState::Terminated(t) => t.finished_at.unwrap_or(now),
+                    ContainerState::Waiting { .. } => now,
+                };
+                let entry = StateTransition { state: state.clone(), at, restart_count: c.restart_count, source };
+                push_bounded(&mut self.states, entry, MAX_STATES, &mut trunc.states);
+                changes.push(Change::ContainerState);
+            }
+            // Back-off follows the current run only; a replayed older snapshot must not re-arm it.
+            let current = c.restart_count == self.restart_count;
+            match state {
+                ContainerState::Terminated(t) => self.record_termination(c.restart_count, t, source, trunc, changes),
+                _ if !current => {}
+                ContainerState::Waiting { reason, message } if reason.as_deref() == Some("CrashLoopBackOff") => {
+                    if let Some(announced) = message.as_deref().and_then(parse_announced) {
+                        self.pending_announced_seconds = Some(announced);
+                        let last_exit = self.terminations.back().and_then(|t| t.termination.finished_at);
+                        let next = last_exit.and_then(|t| t.checked_add(jiff::SignedDuration::from_secs_f64(announced)).ok());
+                        self.backoff = BackoffState::Waiting { announced_seconds: announced, next_restart_after: next };
+                    }
+                }
+                ContainerState::Running { .. } => self.backoff = BackoffState::None,
+                ContainerState::Waiting { .. } => {}
+            }
+        }
+        if self.ready.back().map(|f| f.value) != Some(c.ready) && !(self.ready.is_empty() && !c.ready) {
+            push_bounded(&mut self.ready, Flip { value: c.ready, at: now }, MAX_FLIPS, &mut trunc.flips);
+            changes.push(Change::Flip);
+        }
+        if let Some(started) = c.started
+            && self.started.back().map(|f| f.value) != Some(started)
+            && !(self.started.is_empty() && !started)
+        {
+            push_bounded(&mut self.started, Flip { value: started, at: now }, MAX_FLIPS, &mut trunc.flips);
+            changes.push(Change::Flip);
+        }
+    }
+
+    fn record_restart(&mut self, c: &ContainerSnapshot, source: Source, profile: &BackoffProfile, trunc: &mut Truncation, changes: &mut Vec<Change>) {
+        let unobserved = c.restart_count - self.restart_count - 1;
+        let previous = c.last_terminated.as_ref();
+        let started_at = match &c.state {
+            Some(ContainerState::Running { started_at }) => *started_at,
+            Some(ContainerState::Terminated(t)) => t.started_at,
+            _ => None,
+        };
+        // A run longer than reset_after expires the kubelet's back-off entry: start over.
+        let ran_for = previous.and_then(|p| seconds_between(p.started_at, p.finished_at));
+        let reset = ran_for.is_some_and(|s| s > profile.reset_after_seconds);
+        let step = if reset { 1 } else { self.backoff_step.saturating_add(1).saturating_add(u32::try_from(unobserved.max(0)).unwrap_or(0)) };
+        let expected = profile.expected_seconds(step);
+        let measured = seconds_between(previous.and_then(|p| p.finished_at), started_at);
+        let restart = Restart {
+            number: c.restart_count,
+            backoff_step: step,
+            previous_finished_at: previous.and_then(|p| p.finished_at),
+            started_at,
+            measured_seconds: measured,
+            announced_seconds: self.pending_announced_seconds.take(),
+            expected_seconds: expected,
+            fits_curve: if unobserved > 0 { None } else { measured.map(|m| profile.fits(expected, m)) },
+            unobserved_before: unobserved.max(0),
+            source,
+        };
+        if let Some(kill) = self.probe_kills.iter_mut().rev().find(|k| k.restarted_as.is_none()) {
+            kill.restarted_as = Some(c.restart_count);
+        }
+        self.backoff_step = step;
+        self.restart_count = c.restart_count;
+        self.backoff = BackoffState::None;
+        push_bounded(&mut self.restarts, restart, MAX_RESTARTS, &mut trunc.restarts);
+        changes.push(Change::Restart);
+    }
+}
+
+impl PodHistory {
+    #[must_use]
+    pub fn new(pod: &str, uid: &str) -> Self {
+        PodHistory { pod: pod.to_string(), uid: uid.to_string(), ..Default::default() }
+    }
+
+    /// Folds one status snapshot, observed at `now`, into the history.
+    pub fn observe(&mut self, snap: &PodSnapshot, now: Timestamp, source: Source, profile: &BackoffProfile) -> Vec<Change> {
+        let mut changes = Vec::new();
+        if self.phases.back().map(|p| p.phase) != Some(snap.phase) {
+            push_bounded(&mut self.phases, PhaseTransition { phase: snap.phase, at: now, source }, MAX_PHASES, &mut self.truncated.phases);
+            changes.push(Change::Phase);
+        }
+        for cond in &snap.conditions {
+            let last = self.conditions.iter().rev().find(|c| c.type_ == cond.type_);
+            let changed = last.is_none_or(|l| l.status != cond.status || l.reason != cond.reason || l.message != cond.message);
+            if changed {
+                let entry = ConditionTransition {
+                    type_: cond.type_.clone(),
+                    status: cond.status.clone(),
+                    reason: cond.reason.clone(),
+                    message: cond.message.clone(),
+                    at: cond.last_transition.unwrap_or(now),
+                    source,
+                };
+                push_bounded(&mut self.conditions, entry, MAX_CONDITIONS, &mut self.truncated.conditions);
+                changes.push(Change::Condition);
+            }
+        }
+        for c in &snap.containers {
+            let idx = match self.containers.iter().position(|h| h.name == c.name) {
+                Some(i) => i,
+                None => {
+                    self.containers.push(ContainerHistory::new(&c.name, c.kind));
+                    self.containers.len() - 1
+                }
+            };
+            let history = &mut self.containers[idx];
+            history.kind = c.kind;
+            history.observe(c, now, source, profile, &mut self.truncated, &mut changes);
+        }
+        if snap.deleted_at.is_some() {
+            self.deleted_at = snap.deleted_at;
+        }
+        self.refresh_summary(snap);
+        self.summary.transitions_recorded += changes.len() as u64;
+        changes
+    }
+
+    /// Folds one Event into the history. A count update of a known event raises its count;
+    /// Killing after Unhealthy opens a [`ProbeKill`] that later terminations and restarts join.
+    pub fn observe_event(&mut self, e: &EventSnapshot) -> Option<Change> {
+        if let Some(known) = self.events.iter_mut().find(|r| r.uid == e.uid) {
+            if e.count <= known.count {
+                return None;
+            }
+            known.count = e.count;
+            known.last_seen = e.last_seen.or(known.last_seen);
+            known.message.clone_from(&e.message);
+            return Some(Change::EventCount);
+        }
+        if e.reason == "Killing"
+            && let Some(name) = &e.container
+            && let Some(probe) = killing_probe(&e.message)
+        {
+            let unhealthy = self.events.iter().rev().find(|r| r.reason == "Unhealthy" && r.container.as_ref() == Some(name)).cloned();
+            if let Some(h) = self.containers.iter_mut().find(|h| &h.name == name) {
+                let kill = ProbeKill {
+                    probe: probe.to_string(),
+                    unhealthy_message: unhealthy.as_ref().map(|u| u.message.clone()),
+                    unhealthy_at: unhealthy.and_then(|u| u.last_seen),
+                    killing_at: e.last_seen.or(e.first_seen),
+                    exit_code: None,
+                    terminated_at: None,
+                    restarted_as: None,
+                };
+                push_bounded(&mut h.probe_kills, kill, MAX_PROBE_KILLS, &mut self.truncated.probe_kills);
+            }
+        }
+        let record = EventRecord {
+            uid: e.uid.clone(),
+            reason: e.reason.clone(),
+            type_: e.type_.clone(),
+            message: e.message.clone(),
+            container: e.container.clone(),
+            count: e.count,
+            first_seen: e.first_seen,
+            last_seen: e.last_seen,
+        };
+        push_bounded(&mut self.events, record, MAX_EVENTS, &mut self.truncated.events);
+        self.summary.transitions_recorded += 1;
+        Some(Change::Event)
+    }
+
+    fn refresh_summary(&mut self, snap: &PodSnapshot) {
+        let counted: Vec<&ContainerSnapshot> = snap.containers.iter().filter(|c| matches!(c.kind, ContainerKind::App | ContainerKind::Sidecar)).collect();
+        let ready = counted.iter().filter(|c| c.ready).count();
+        self.summary.phase = Some(snap.phase);
+        self.summary.ready = format!("{ready}/{}", counted.len());
+        self.summary.restarts = self.containers.iter().map(|c| c.restart_count).sum();
+        self.summary.last_termination_reason = self
+            .containers
+            .iter()
+            .filter_map(|c| c.terminations.back())
+            .max_by_key(|t| t.termination.finished_at)
+            .and_then(|t| t.termination.reason.clone());
+        self.summary.backoff = self
+            .containers
+            .iter()
+            .filter_map(|c| match c.backoff {
+                BackoffState::Waiting { announced_seconds, .. } => Some(announced_seconds),
+                BackoffState::None => None,
+            })
+            .fold(None, |acc: Option<f64>, s| Some(acc.map_or(s, |a| a.max(s))))
+            .map_or_else(|| "-".to_string(), format_seconds);
+        let created = snap.created_at.or(self.summary.startup.created);
+        let first_true = |kind: &str| self.conditions.iter().find(|c| c.type_ == kind && c.status == "True").map(|c| c.at);
+        let running_at = if counted.is_empty() {
+            None
+        } else {
+            let starts: Option<Vec<Timestamp>> = self
+                .containers
+                .iter()
+                .filter(|c| matches!(c.kind, ContainerKind::App | ContainerKind::Sidecar))
+                .map(|c| c.states.iter().find(|s| matches!(s.state, ContainerState::Running { .. })).map(|s| s.at))
+                .collect();
+            starts.and_then(|s| s.into_iter().max())
+        };
+        let startup = &mut self.summary.startup;
+        startup.created = created;
+        startup.scheduled_seconds = startup.scheduled_seconds.or_else(|| seconds_between(created, first_true("PodScheduled")));
+        startup.initialized_seconds = startup.initialized_seconds.or_else(|| seconds_between(created, first_true("Initialized")));
+        startup.running_seconds = startup.running_seconds.or_else(|| seconds_between(created, running_at));
+        startup.ready_seconds = startup.ready_seconds.or_else(|| seconds_between(created, first_true("Ready")));
+    }
+
+    /// Drops the oldest entries of the longest lists until the serialized history fits
+    /// `max_bytes`, counting each drop in `truncated.budget`. A write can then never fail
+    /// for size.
+    pub fn enforce_budget(&mut self, max_bytes: usize) {
+        for _ in 0..10_000 {
+            let size = serde_json::to_vec(self).map_or(0, |v| v.len());
+            if size <= max_bytes {
+                return;
+            }
+            if !self.drop_oldest_from_longest() {
+                return;
+            }
+            self.truncated.budget += 1;
+        }
+    }
+
+    fn drop_oldest_from_longest(&mut self) -> bool {
+        let mut lens: Vec<(usize, usize)> = vec![(self.phases.len(), 0), (self.conditions.len(), 1), (self.events.len(), 2)];
+        for (i, c) in self.containers.iter().enumerate() {
+            lens.push((c.states.len(), 10 + i * 10));
+            lens.push((c.terminations.len(), 11 + i * 10));
+            lens.push((c.restarts.len(), 12 + i * 10));
+            lens.push((c.ready.len() + c.started.len(), 13 + i * 10));
+            lens.push((c.probe_kills.len(), 14 + i * 10));
+        }
+        let Some(&(len, which)) = lens.iter().max_by_key(|(l, _)| *l) else { return false };
+        if len == 0 {
+            return false;
+        }
+        match which {
+            0 => drop(self.phases.pop_front()),
+            1 => drop(self.conditions.pop_front()),
+            2 => drop(self.events.pop_front()),
+            n => {
+                let c = &mut self.containers[(n - 10) / 10];
+                match n % 10 {
+                    0 => drop(c.states.pop_front()),
+                    1 => drop(c.terminations.pop_front()),
+                    2 => drop(c.restarts.pop_front()),
+                    3 => {
+                        if c.ready.len() >= c.started.len() {
+                            drop(c.ready.pop_front());
+                        } else {
+                            drop(c.started.pop_front());
+                        }
+                    }
+                    _ => drop(c.probe_kills.pop_front()),
+                }
+            }
+        }
+        true
+    }
+}
+
+/// Which probe a Killing event blames: "Container app failed liveness probe, will be restarted".
+fn killing_probe(message: &str) -> Option<&'static str> {
+    if message.contains("failed liveness probe") {
+        Some("liveness")
+    } else if message.contains("failed startup probe") {
+        Some("startup")
+    } else {
+        None
+    }
+}
+
+/// 80 → "1m20s", 10 → "10s", as the kubelet prints durations.
+#[must_use]
+pub fn format_seconds(s: f64) -> String {
+    let total = s.round() as i64;
+    if total >= 60 { format!("{}m{}s", total / 60, total % 60) } else { format!("{total}s") }
+}

@@ -1,0 +1,327 @@
+//! Model tests: synthetic sequences shaped like the kubelet's, recorded sequences from the real
+//! kubelet (tests/fixtures), and properties over arbitrary sequences.
+
+use jiff::Timestamp;
+use proptest::prelude::*;
+
+use super::history::{BackoffState, Change, PodHistory, Source};
+use super::snapshot::{ConditionSnapshot, ContainerKind, ContainerSnapshot, ContainerState, EventSnapshot, Phase, PodSnapshot, Termination};
+use super::BackoffProfile;
+
+fn t(s: i64) -> Timestamp {
+    Timestamp::from_second(1_800_000_000 + s).unwrap()
+}
+
+fn pod(phase: Phase, containers: Vec<ContainerSnapshot>) -> PodSnapshot {
+    PodSnapshot {
+        namespace: "ns".into(),
+        name: "p".into(),
+        uid: "u".into(),
+        created_at: Some(t(0)),
+        deleted_at: None,
+        phase,
+        conditions: vec![],
+        containers,
+    }
+}
+
+fn app(restarts: i32, state: ContainerState, last: Option<Termination>, ready: bool) -> ContainerSnapshot {
+    ContainerSnapshot { name: "app".into(), kind: ContainerKind::App, state: Some(state), last_terminated: last, ready, started: Some(ready), restart_count: restarts }
+}
+
+fn exited(run: i32, started: i64, finished: i64) -> Termination {
+    Termination {
+        exit_code: 1,
+        signal: None,
+        reason: Some("Error".into()),
+        message: None,
+        started_at: Some(t(started)),
+        finished_at: Some(t(finished)),
+        container_id: Some(format!("containerd://run{run}")),
+    }
+}
+
+fn running(at: i64) -> ContainerState {
+    ContainerState::Running { started_at: Some(t(at)) }
+}
+
+fn crashloop(backoff: &str) -> ContainerState {
+    ContainerState::Waiting {
+        reason: Some("CrashLoopBackOff".into()),
+        message: Some(format!("back-off {backoff} restarting failed container=app pod=ns_p(u)")),
+    }
+}
+
+/// A crash loop shaped exactly like the real kubelet's (shared/notes/local-cluster.md): the
+/// first restart is immediate, then each gap is the announced back-off plus a few seconds.
+fn crash_loop_sequence() -> Vec<(i64, PodSnapshot)> {
+    let gaps = [0, 13, 26, 43, 85];
+    let announced = ["", "10s", "20s", "40s", "1m20s"];
+    let snap = |restarts: i32, state: ContainerState, last: Option<Termination>| pod(Phase::Running, vec![app(restarts, state, last, false)]);
+    let mut seq = vec![(1, snap(0, running(1), None))];
+    let mut start = 1;
+    let mut previous: Option<Termination> = None;
+    for (i, gap) in gaps.iter().enumerate() {
+        let run = i32::try_from(i).unwrap();
+        let end = start + 1;
+        let this = exited(run, start, end);
+        // The exit shows as terminated first, with the run before it in lastState ...
+        seq.push((end, snap(run, ContainerState::Terminated(this.clone()), previous.clone())));
+        let mut now = end;
+        if !announced[i].is_empty() {
+            // ... then, about 11 s later, as CrashLoopBackOff with the announced back-off ...
+            now = end + 11;
+            seq.push((now, snap(run, crashloop(announced[i]), Some(this.clone()))));
+        }
+        // ... and the restart lands with this run in lastState.
+        let next = end + gap;
+        seq.push((now.max(next), snap(run + 1, running(next), Some(this.clone()))));
+        previous = Some(this);
+        start = next;
+    }
+    seq
+}
+
+fn replay(seq: &[(i64, PodSnapshot)], source: Source) -> PodHistory {
+    let mut h = PodHistory::new("p", "u");
+    for (now, snap) in seq {
+        h.observe(snap, t(*now), source, &BackoffProfile::default());
+    }
+    h
+}
+
+#[test]
+fn a_crash_loop_records_every_restart_with_measured_announced_and_expected_back_off() {
+    let h = replay(&crash_loop_sequence(), Source::Live);
+    let c = &h.containers[0];
+    assert_eq!(c.restart_count, 5);
+    let rows: Vec<(i32, Option<f64>, Option<f64>, f64, Option<bool>)> =
+        c.restarts.iter().map(|r| (r.number, r.measured_seconds, r.announced_seconds, r.expected_seconds, r.fits_curve)).collect();
+    assert_eq!(
+        rows,
+        [
+            (1, Some(0.0), None, 0.0, Some(true)),
+            (2, Some(13.0), Some(10.0), 10.0, Some(true)),
+            (3, Some(26.0), Some(20.0), 20.0, Some(true)),
+            (4, Some(43.0), Some(40.0), 40.0, Some(true)),
+            (5, Some(85.0), Some(80.0), 80.0, Some(true)),
+        ]
+    );
+    assert_eq!(c.terminations.len(), 5, "every run's termination, not only lastState");
+    assert_eq!(c.terminations.iter().map(|t| t.run).collect::<Vec<_>>(), [0, 1, 2, 3, 4]);
+    assert_eq!(c.crash_loops.len(), 1);
+    assert_eq!(c.crash_loops[0].cycles, 5, "identical cycles fold into one counter");
+    assert_eq!(h.summary.restarts, 5);
+    assert_eq!(h.summary.last_termination_reason.as_deref(), Some("Error"));
+}
+
+#[test]
+fn the_current_back_off_shows_while_waiting() {
+    let seq = crash_loop_sequence();
+    let mut h = PodHistory::new("p", "u");
+    // Replay up to the CrashLoopBackOff that announces 40s.
+    for (now, snap) in &seq {
+        h.observe(snap, t(*now), Source::Live, &BackoffProfile::default());
+        if let Some(ContainerState::Waiting { message: Some(m), .. }) = &snap.containers[0].state
+            && m.contains(" 40s ")
+        {
+            break;
+        }
+    }
+    assert_eq!(h.summary.backoff, "40s");
+    match &h.containers[0].backoff {
+        BackoffState::Waiting { announced_seconds, next_restart_after } => {
+            assert_eq!(*announced_seconds, 40.0);
+            let last_exit = h.containers[0].terminations.back().unwrap().termination.finished_at.unwrap();
+            assert_eq!(next_restart_after.unwrap().duration_since(last_exit).as_secs(), 40);
+        }
+        other => panic!("expected Waiting, got {other:?}"),
+    }
+}
+
+#[test]
+fn replaying_the_same_snapshots_adds_nothing() {
+    let seq = crash_loop_sequence();
+    let mut h = replay(&seq, Source::Live);
+    let before = serde_json::to_value(&h).unwrap();
+    for (now, snap) in &seq {
+        let changes = h.observe(snap, t(*now + 1000), Source::Rebuilt, &BackoffProfile::default());
+        assert!(changes.is_empty(), "replay changed {changes:?}");
+    }
+    let mut after = serde_json::to_value(&h).unwrap();
+    after["summary"]["transitionsRecorded"] = before["summary"]["transitionsRecorded"].clone();
+    assert_eq!(before, after);
+}
+
+#[test]
+fn a_rebuild_after_a_gap_marks_what_it_reconstructed() {
+    let seq = crash_loop_sequence();
+    // Saw only the start live, then missed everything until the last snapshot.
+    let mut h = replay(&seq[..1], Source::Live);
+    let (now, last) = seq.last().unwrap();
+    let changes = h.observe(last, t(*now), Source::Rebuilt, &BackoffProfile::default());
+    assert!(changes.contains(&Change::Restart));
+    let r = h.containers[0].restarts.back().unwrap();
+    assert_eq!((r.number, r.unobserved_before, r.source), (5, 4, Source::Rebuilt));
+    assert_eq!(r.fits_curve, None, "a restart after unobserved ones cannot be judged");
+    assert_eq!(r.backoff_step, 5, "the curve position still counts the unobserved restarts");
+    assert_eq!(h.containers[0].terminations.back().unwrap().source, Source::Rebuilt);
+}
+
+#[test]
+fn a_long_run_resets_the_curve() {
+    let mut h = PodHistory::new("p", "u");
+    let p = BackoffProfile::default();
+    h.observe(&pod(Phase::Running, vec![app(0, running(0), None, true)]), t(0), Source::Live, &p);
+    h.observe(&pod(Phase::Running, vec![app(1, running(1), Some(exited(0, 0, 1)), true)]), t(1), Source::Live, &p);
+    h.observe(&pod(Phase::Running, vec![app(2, running(13), Some(exited(1, 1, 2)), true)]), t(13), Source::Live, &p);
+    // This run lasted 700 s > 600 s: the next restart is immediate again.
+    h.observe(&pod(Phase::Running, vec![app(3, running(714), Some(exited(2, 13, 713)), true)]), t(714), Source::Live, &p);
+    let steps: Vec<(u32, f64)> = h.containers[0].restarts.iter().map(|r| (r.backoff_step, r.expected_seconds)).collect();
+    assert_eq!(steps, [(1, 0.0), (2, 10.0), (1, 0.0)]);
+}
+
+#[test]
+fn conditions_phases_and_ready_flips_are_recorded_once_each() {
+    let mut h = PodHistory::new("p", "u");
+    let p = BackoffProfile::default();
+    let cond = |status: &str, at: i64| ConditionSnapshot { type_: "Ready".into(), status: status.into(), reason: None, message: None, last_transition: Some(t(at)) };
+    let mut s = pod(Phase::Pending, vec![]);
+    h.observe(&s, t(0), Source::Live, &p);
+    s.phase = Phase::Running;
+    s.containers = vec![app(0, running(2), None, false)];
+    s.conditions = vec![cond("False", 2)];
+    h.observe(&s, t(2), Source::Live, &p);
+    s.containers[0].ready = true;
+    s.conditions = vec![cond("True", 4)];
+    h.observe(&s, t(4), Source::Live, &p);
+    h.observe(&s, t(5), Source::Live, &p);
+    s.containers[0].ready = false;
+    s.conditions = vec![cond("False", 9)];
+    h.observe(&s, t(9), Source::Live, &p);
+    assert_eq!(h.phases.iter().map(|p| p.phase).collect::<Vec<_>>(), [Phase::Pending, Phase::Running]);
+    let ready: Vec<(&str, i64)> = h.conditions.iter().map(|c| (c.status.as_str(), c.at.as_second() - 1_800_000_000)).collect();
+    assert_eq!(ready, [("False", 2), ("True", 4), ("False", 9)]);
+    assert_eq!(h.containers[0].ready.iter().map(|f| f.value).collect::<Vec<_>>(), [true, false]);
+    assert_eq!(h.containers[0].restart_count, 0);
+    assert_eq!(h.summary.ready, "0/1");
+    assert_eq!(h.summary.startup.ready_seconds, Some(4.0));
+    assert_eq!(h.summary.startup.running_seconds, Some(2.0));
+}
+
+fn event(uid: &str, reason: &str, message: &str, count: u32, at: i64) -> EventSnapshot {
+    EventSnapshot {
+        uid: uid.into(),
+        reason: reason.into(),
+        message: message.into(),
+        type_: "Warning".into(),
+        container: Some("app".into()),
+        count,
+        first_seen: Some(t(at)),
+        last_seen: Some(t(at)),
+    }
+}
+
+#[test]
+fn unhealthy_killing_termination_and_restart_are_linked() {
+    let mut h = PodHistory::new("p", "u");
+    let p = BackoffProfile::default();
+    h.observe(&pod(Phase::Running, vec![app(0, running(0), None, true)]), t(0), Source::Live, &p);
+    h.observe_event(&event("e1", "Unhealthy", "Liveness probe failed: HTTP probe failed with statuscode: 503", 1, 10));
+    // Aggregated: the same Event object comes back with a higher count.
+    assert_eq!(h.observe_event(&event("e1", "Unhealthy", "Liveness probe failed: HTTP probe failed with statuscode: 503", 3, 12)), Some(Change::EventCount));
+    assert_eq!(h.observe_event(&event("e1", "Unhealthy", "x", 3, 12)), None, "a stale copy is ignored");
+    h.observe_event(&event("e2", "Killing", "Container app failed liveness probe, will be restarted", 1, 12));
+    let mut killed = exited(0, 0, 13);
+    killed.exit_code = 143;
+    h.observe(&pod(Phase::Running, vec![app(1, running(14), Some(killed), false)]), t(14), Source::Live, &p);
+    let kill = h.containers[0].probe_kills.back().unwrap();
+    assert_eq!(kill.probe, "liveness");
+    assert!(kill.unhealthy_message.as_deref().unwrap().contains("statuscode: 503"));
+    assert_eq!((kill.exit_code, kill.restarted_as), (Some(143), Some(1)));
+    assert_eq!(h.events.iter().find(|e| e.uid == "e1").unwrap().count, 3);
+}
+
+#[test]
+fn histories_stay_bounded_and_under_budget() {
+    let mut h = PodHistory::new("p", "u");
+    let p = BackoffProfile::default();
+    for i in 0..2_000i64 {
+        let run = i32::try_from(i).unwrap();
+        let mut term = exited(run, i * 10, i * 10 + 1);
+        term.message = Some("x".repeat(200));
+        term.exit_code = i32::try_from(i % 7).unwrap();
+        h.observe(&pod(Phase::Running, vec![app(run + 1, running(i * 10 + 5), Some(term), i % 2 == 0)]), t(i * 10 + 5), Source::Live, &p);
+        h.observe_event(&event(&format!("e{i}"), "BackOff", &"m".repeat(300), 1, i * 10));
+    }
+    let c = &h.containers[0];
+    assert!(c.restarts.len() <= super::history::MAX_RESTARTS && c.terminations.len() <= super::history::MAX_TERMINATIONS);
+    assert!(h.events.len() <= super::history::MAX_EVENTS);
+    assert!(h.truncated.total() > 0);
+    assert_eq!(c.restart_count, 2_000, "counters are never truncated");
+    h.enforce_budget(32 * 1024);
+    assert!(serde_json::to_vec(&h).unwrap().len() <= 32 * 1024);
+    assert!(h.truncated.budget > 0);
+}
+
+fn arb_state() -> impl Strategy<Value = ContainerState> {
+    prop_oneof![
+        (proptest::option::of("[A-Za-z]{0,12}"), proptest::option::of(".{0,40}")).prop_map(|(reason, message)| ContainerState::Waiting { reason, message }),
+        proptest::option::of(0i64..100_000).prop_map(|s| ContainerState::Running { started_at: s.map(t) }),
+        arb_termination().prop_map(ContainerState::Terminated),
+    ]
+}
+
+fn arb_termination() -> impl Strategy<Value = Termination> {
+    (any::<i32>(), proptest::option::of(0i64..100_000), proptest::option::of(0i64..100_000), proptest::option::of("[a-z0-9]{1,4}")).prop_map(
+        |(exit_code, s, f, id)| Termination { exit_code, signal: None, reason: Some("Error".into()), message: None, started_at: s.map(t), finished_at: f.map(t), container_id: id },
+    )
+}
+
+fn arb_snapshot() -> impl Strategy<Value = PodSnapshot> {
+    let container = (arb_state(), proptest::option::of(arb_termination()), any::<bool>(), -3i32..50, prop_oneof![Just("a"), Just("b")]).prop_map(
+        |(state, last, ready, restarts, name)| ContainerSnapshot { name: name.into(), kind: ContainerKind::App, state: Some(state), last_terminated: last, ready, started: Some(ready), restart_count: restarts },
+    );
+    (prop_oneof![Just(Phase::Pending), Just(Phase::Running), Just(Phase::Failed)], proptest::collection::vec(container, 0..3)).prop_map(
+        |(phase, mut containers)| {
+            // Container names are unique within a pod.
+            containers.dedup_by(|a, b| a.name == b.name);
+            pod(phase, containers)
+        },
+    )
+}
+
+proptest! {
+    #[test]
+    fn no_sequence_panics_and_no_restart_is_lost(seq in proptest::collection::vec((0i64..200_000, arb_snapshot()), 0..40)) {
+        let mut h = PodHistory::new("p", "u");
+        let mut max_seen = std::collections::HashMap::new();
+        for (now, snap) in &seq {
+            h.observe(snap, t(*now), Source::Live, &BackoffProfile::default());
+            for c in &snap.containers {
+                let m = max_seen.entry(c.name.clone()).or_insert(0);
+                *m = (*m).max(c.restart_count);
+            }
+        }
+        for c in &h.containers {
+            // The recorded count is the highest ever seen: restarts only go up, none is lost.
+            prop_assert_eq!(c.restart_count, max_seen[&c.name].max(0));
+            let unobserved: i32 = c.restarts.iter().map(|r| r.unobserved_before + 1).sum();
+            prop_assert!(c.restarts.len() == super::history::MAX_RESTARTS || unobserved == c.restart_count);
+        }
+        h.enforce_budget(8 * 1024);
+        prop_assert!(serde_json::to_vec(&h).unwrap().len() <= 8 * 1024 || h.truncated.budget > 0);
+    }
+
+    #[test]
+    fn replay_is_idempotent(seq in proptest::collection::vec((0i64..200_000, arb_snapshot()), 0..20)) {
+        let mut h = PodHistory::new("p", "u");
+        for (now, snap) in &seq {
+            h.observe(snap, t(*now), Source::Live, &BackoffProfile::default());
+        }
+        if let Some((now, last)) = seq.last() {
+            let again = h.observe(last, t(*now), Source::Rebuilt, &BackoffProfile::default());
+            prop_assert!(again.is_empty(), "{:?}", again);
+        }
+    }
+}
