@@ -1,1 +1,114 @@
-fn main() {}
+//! podlife-operator: records every tracked pod's life into a PodLifecycle report.
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+use podlife::lifecycle::BackoffProfile;
+use podlife::operator::{run, LeaseConfig, OperatorConfig, Selection};
+
+/// Watches pods and records each tracked pod's phases, conditions, container states, every
+/// termination and the CrashLoopBackOff delays the kubelet applied into a PodLifecycle report.
+///
+/// Selection: by default pods labelled podlife.io/track=true; or --namespaces; or --all-pods.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Label selector of the pods to track.
+    #[arg(long, env = "PODLIFE_SELECTOR", default_value = "podlife.io/track=true", conflicts_with_all = ["namespaces", "all_pods"])]
+    selector: String,
+    /// Track every pod in these namespaces (comma-separated) instead.
+    #[arg(long, env = "PODLIFE_NAMESPACES", value_delimiter = ',')]
+    namespaces: Vec<String>,
+    /// Track every pod in the cluster.
+    #[arg(long, env = "PODLIFE_ALL_PODS")]
+    all_pods: bool,
+    /// The node's back-off curve: `default` (10 s doubling to 300 s) or `reduced-decay` (1 s to 60 s).
+    #[arg(long, env = "PODLIFE_BACKOFF_PROFILE", default_value = "default", value_parser = parse_profile)]
+    backoff_profile: BackoffProfile,
+    /// Override the profile's cap, for clusters with KubeletCrashLoopBackOffMax (seconds).
+    #[arg(long, env = "PODLIFE_BACKOFF_MAX_SECONDS")]
+    backoff_max_seconds: Option<f64>,
+    /// Changes to one pod within this window are written together (e.g. 1s, 500ms).
+    #[arg(long, env = "PODLIFE_WRITE_WINDOW", default_value = "1s", value_parser = parse_dur)]
+    write_window: Duration,
+    /// How long a deleted pod's report is kept (e.g. 1h).
+    #[arg(long, env = "PODLIFE_DELETED_TTL", default_value = "1h", value_parser = parse_dur)]
+    deleted_ttl: Duration,
+    /// Largest report, in bytes; older entries are dropped and counted beyond it.
+    #[arg(long, env = "PODLIFE_BUDGET_BYTES", default_value_t = 256 * 1024)]
+    budget_bytes: usize,
+    /// Address for /healthz, /readyz and /metrics.
+    #[arg(long, env = "PODLIFE_LISTEN", default_value = "0.0.0.0:8080")]
+    listen: SocketAddr,
+    /// Run with leader election, so several replicas can run with one active.
+    #[arg(long, env = "PODLIFE_LEADER_ELECT")]
+    leader_elect: bool,
+    #[arg(long, env = "PODLIFE_LEASE_NAMESPACE", default_value = "podlife-system")]
+    lease_namespace: String,
+    #[arg(long, env = "PODLIFE_LEASE_NAME", default_value = "podlife-operator")]
+    lease_name: String,
+    /// This replica's identity in the lease (the pod name in a cluster).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Log format.
+    #[arg(long, env = "PODLIFE_LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
+    log_format: String,
+}
+
+fn parse_profile(s: &str) -> Result<BackoffProfile, String> {
+    BackoffProfile::named(s).ok_or_else(|| format!("unknown back-off profile '{s}': expected default or reduced-decay"))
+}
+
+fn parse_dur(s: &str) -> Result<Duration, String> {
+    podlife::target::script::parse_duration(s).ok_or_else(|| format!("'{s}' is not a duration like 1s or 1h"))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PODLIFE_LOG").unwrap_or_else(|_| "info,kube=warn".into());
+    if args.log_format == "json" {
+        tracing_subscriber::fmt().json().with_env_filter(filter).init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    let selection = if args.all_pods {
+        Selection::All
+    } else if !args.namespaces.is_empty() {
+        Selection::Namespaces(args.namespaces)
+    } else {
+        Selection::Labelled(args.selector)
+    };
+    let mut profile = args.backoff_profile;
+    if let Some(max) = args.backoff_max_seconds {
+        profile.max_seconds = max;
+        profile.reset_after_seconds = 2.0 * max;
+    }
+    let identity = args.identity.unwrap_or_else(|| format!("podlife-operator-{}", std::process::id()));
+    let config = OperatorConfig {
+        selection,
+        profile,
+        write_window: args.write_window,
+        deleted_ttl: args.deleted_ttl,
+        budget_bytes: args.budget_bytes,
+        listen: args.listen,
+        lease: args.leader_elect.then(|| LeaseConfig {
+            namespace: args.lease_namespace,
+            name: args.lease_name,
+            identity,
+            lease_duration: Duration::from_secs(15),
+            renew_every: Duration::from_secs(5),
+        }),
+    };
+    let client = kube::Client::try_default().await?;
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! { _ = term.recv() => {}, _ = tokio::signal::ctrl_c() => {} }
+        tracing::info!("signal received; shutting down");
+        let _ = tx.send(true);
+    });
+    run(client, config, rx).await?;
+    Ok(())
+}

@@ -130,20 +130,47 @@ fn is_zero(n: &i32) -> bool {
     *n == 0
 }
 
-/// The kubelet's back-off as it stands now.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
-#[serde(rename_all = "camelCase", tag = "state")]
+/// The kubelet's back-off as it stands now: `none` (not crash looping) or `waiting` (in
+/// CrashLoopBackOff, with the announced back-off and the earliest time of the next restart:
+/// the last exit plus the announced back-off).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase", rename_all_fields = "camelCase", tag = "state")]
 pub enum BackoffState {
-    /// Not crash looping.
     #[default]
     None,
-    /// Waiting in CrashLoopBackOff.
     Waiting {
         announced_seconds: f64,
-        /// Earliest time the kubelet may restart: the last exit plus the announced back-off.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         next_restart_after: Option<Timestamp>,
     },
+}
+
+/// The schema of [`BackoffState`] as serde writes it (structural, unlike a tagged enum's).
+#[derive(JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code)] // Only its schema is used.
+struct BackoffStateSchema {
+    state: BackoffKind,
+    announced_seconds: Option<f64>,
+    next_restart_after: Option<Timestamp>,
+}
+
+#[derive(JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code)] // Only its schema is used.
+enum BackoffKind {
+    None,
+    Waiting,
+}
+
+impl JsonSchema for BackoffState {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "BackoffState".into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        BackoffStateSchema::json_schema(generator)
+    }
 }
 
 /// A probe failure that killed a container, linked to what followed.
@@ -388,7 +415,7 @@ impl ContainerHistory {
     fn observe(&mut self, c: &ContainerSnapshot, now: Timestamp, source: Source, profile: &BackoffProfile, trunc: &mut Truncation, changes: &mut Vec<Change>) {
         // Earlier runs first, so the termination history stays in order.
         if let Some(last) = &c.last_terminated {
-            self.record_termination(c.restart_count - 1, last, source, trunc, changes);
+            self.record_termination(last_terminated_run(c), last, source, trunc, changes);
         }
         if c.restart_count > self.restart_count {
             self.record_restart(c, source, profile, trunc, changes);
@@ -438,12 +465,18 @@ impl ContainerHistory {
 
     fn record_restart(&mut self, c: &ContainerSnapshot, source: Source, profile: &BackoffProfile, trunc: &mut Truncation, changes: &mut Vec<Change>) {
         let unobserved = c.restart_count - self.restart_count - 1;
-        let previous = c.last_terminated.as_ref();
-        let started_at = match &c.state {
-            Some(ContainerState::Running { started_at }) => *started_at,
-            Some(ContainerState::Terminated(t)) => t.started_at,
-            _ => None,
+        // The run this restart started, and the run before it. Which status field holds which
+        // depends on where the new run is: running or terminated (lastState = the previous
+        // run), or already back in CrashLoopBackOff (lastState = the new run itself).
+        let (started_at, previous) = match &c.state {
+            Some(ContainerState::Running { started_at }) => (*started_at, c.last_terminated.clone()),
+            Some(ContainerState::Terminated(t)) => (t.started_at, c.last_terminated.clone()),
+            _ => (
+                c.last_terminated.as_ref().and_then(|t| t.started_at),
+                self.terminations.iter().rev().find(|t| t.run == c.restart_count - 1).map(|t| t.termination.clone()),
+            ),
         };
+        let previous = previous.as_ref();
         // A run longer than reset_after expires the kubelet's back-off entry: start over.
         let ran_for = previous.and_then(|p| seconds_between(p.started_at, p.finished_at));
         let reset = ran_for.is_some_and(|s| s > profile.reset_after_seconds);
@@ -660,6 +693,15 @@ impl PodHistory {
             }
         }
         true
+    }
+}
+
+/// The run that `lastState.terminated` describes: the run before the current one, except in
+/// Waiting, where the current run has already ended and is itself in lastState.
+fn last_terminated_run(c: &ContainerSnapshot) -> i32 {
+    match c.state {
+        Some(ContainerState::Waiting { .. }) => c.restart_count,
+        _ => c.restart_count - 1,
     }
 }
 

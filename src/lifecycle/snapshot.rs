@@ -54,7 +54,7 @@ pub enum ContainerKind {
 }
 
 /// One container state, as in `status.containerStatuses[].state`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", rename_all_fields = "camelCase", tag = "state")]
 pub enum ContainerState {
     Waiting {
@@ -68,6 +68,42 @@ pub enum ContainerState {
         started_at: Option<Timestamp>,
     },
     Terminated(Termination),
+}
+
+/// Which of the three container states.
+#[derive(JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code)] // Only its schema is used.
+enum StateKind {
+    Waiting,
+    Running,
+    Terminated,
+}
+
+/// The schema of [`ContainerState`] as serde writes it: a `state` tag and the fields of that
+/// state. Kubernetes needs structural schemas, which internally tagged enums do not give.
+#[derive(JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code)] // Only its schema is used.
+struct ContainerStateSchema {
+    state: StateKind,
+    reason: Option<String>,
+    message: Option<String>,
+    started_at: Option<Timestamp>,
+    finished_at: Option<Timestamp>,
+    exit_code: Option<i32>,
+    signal: Option<i32>,
+    container_id: Option<String>,
+}
+
+impl JsonSchema for ContainerState {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ContainerState".into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        ContainerStateSchema::json_schema(generator)
+    }
 }
 
 /// One finished run of a container.

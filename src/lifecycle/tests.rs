@@ -325,3 +325,78 @@ proptest! {
         }
     }
 }
+
+/// Replays a recording made by `e2e/record-fixture` on the real cluster: pod and event watch
+/// objects, each stamped with when it was observed.
+fn replay_fixture(jsonl: &str) -> PodHistory {
+    use k8s_openapi::api::core::v1::{Event, Pod};
+    let mut lines: Vec<serde_json::Value> = jsonl.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect();
+    lines.sort_by(|a, b| a["observedAt"].as_str().cmp(&b["observedAt"].as_str()));
+    let mut history: Option<PodHistory> = None;
+    let mut early_events = Vec::new();
+    for line in lines {
+        let at: Timestamp = line["observedAt"].as_str().unwrap().parse().unwrap();
+        match line["kind"].as_str() {
+            Some("pod") => {
+                let pod: Pod = serde_json::from_value(line["object"].clone()).unwrap();
+                let snap = PodSnapshot::from_pod(&pod);
+                let h = history.get_or_insert_with(|| PodHistory::new(&snap.name, &snap.uid));
+                h.observe(&snap, at, Source::Live, &BackoffProfile::default());
+                for e in early_events.drain(..) {
+                    h.observe_event(&e);
+                }
+            }
+            _ => {
+                let event: Event = serde_json::from_value(line["object"].clone()).unwrap();
+                if let Some(e) = EventSnapshot::from_event(&event) {
+                    match history.as_mut() {
+                        Some(h) => {
+                            h.observe_event(&e);
+                        }
+                        None => early_events.push(e),
+                    }
+                }
+            }
+        }
+    }
+    history.expect("the fixture has pod observations")
+}
+
+#[test]
+fn a_real_crash_loop_follows_the_kubelets_curve() {
+    let h = replay_fixture(include_str!("../../tests/fixtures/crashloop.jsonl"));
+    let c = &h.containers[0];
+    assert!(c.restart_count >= 4, "the recording covers at least four restarts: {}", c.restart_count);
+    assert_eq!(c.restarts.len() as i32, c.restart_count, "every restart recorded once");
+    for r in &c.restarts {
+        eprintln!("restart {}: measured {:?}s announced {:?}s expected {}s", r.number, r.measured_seconds, r.announced_seconds, r.expected_seconds);
+        let measured = r.measured_seconds.unwrap_or_else(|| panic!("restart {} has a measured delay: {r:?}", r.number));
+        assert_eq!(r.fits_curve, Some(true), "restart {} measured {measured}s vs expected {}s", r.number, r.expected_seconds);
+        if r.number >= 2 {
+            assert_eq!(r.announced_seconds, Some(r.expected_seconds), "restart {}: the kubelet announced its curve", r.number);
+        }
+    }
+    // Every run that ended is in the history once, with the boot script's exit code.
+    let runs: Vec<i32> = c.terminations.iter().map(|t| t.run).collect();
+    let expected: Vec<i32> = (0..runs.len() as i32).collect();
+    assert_eq!(runs, expected);
+    assert!(c.terminations.iter().all(|t| t.termination.exit_code == 1));
+    assert!(h.events.iter().any(|e| e.reason == "BackOff" && e.count >= 2), "aggregated BackOff counts: {:?}", h.events);
+}
+
+#[test]
+fn a_real_liveness_kill_is_linked_from_unhealthy_to_restart() {
+    let h = replay_fixture(include_str!("../../tests/fixtures/liveness.jsonl"));
+    let c = &h.containers[0];
+    assert!(c.restart_count >= 2, "{}", c.restart_count);
+    let linked: Vec<_> = c.probe_kills.iter().filter(|k| k.exit_code.is_some() && k.restarted_as.is_some()).collect();
+    assert!(!linked.is_empty(), "{:?}", c.probe_kills);
+    for k in linked {
+        assert_eq!(k.probe, "liveness");
+        assert!(k.unhealthy_message.as_deref().unwrap_or_default().starts_with("Liveness probe failed"), "{k:?}");
+        // The target exits 0 on SIGTERM, which the kubelet sends when it kills.
+        assert_eq!(k.exit_code, Some(0));
+    }
+    // Readiness went false at each kill and true again: flips, not restarts.
+    assert!(c.ready.iter().filter(|f| !f.value).count() >= 2);
+}
