@@ -14,6 +14,15 @@ use super::{kube_err, Metrics, OperatorConfig, Result};
 use crate::crd::PodLifecycle;
 use crate::lifecycle::{Change, EventSnapshot, PodHistory, PodSnapshot, Source};
 
+/// How a report write ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOutcome {
+    Written,
+    /// The report object did not exist (404).
+    Missing,
+    Failed,
+}
+
 /// Events that arrive before their pod is seen wait here (bounded; oldest dropped first).
 const PENDING_EVENTS_CAP: usize = 10_000;
 
@@ -65,11 +74,19 @@ impl Store {
     }
 
     /// Lists existing reports so histories resume instead of starting over.
+    /// Only reports within this operator's selection are loaded: another namespace's reports
+    /// belong to another operator, and adopting them would expire them.
     pub async fn load_reports(&self, client: &Client) -> Result<()> {
-        let api: Api<PodLifecycle> = Api::all(client.clone());
-        let list = api.list(&ListParams::default()).await.map_err(kube_err("list PodLifecycle reports"))?;
+        let apis: Vec<Api<PodLifecycle>> = match &self.config.selection {
+            super::Selection::Namespaces(nss) => nss.iter().map(|ns| Api::namespaced(client.clone(), ns)).collect(),
+            _ => vec![Api::all(client.clone())],
+        };
+        let mut reports = Vec::new();
+        for api in apis {
+            reports.extend(api.list(&ListParams::default()).await.map_err(kube_err("list PodLifecycle reports"))?.items);
+        }
         let mut inner = self.lock();
-        for report in list.items {
+        for report in reports {
             inner.existing.insert(report.spec.pod_uid.clone(), report);
         }
         tracing::info!(reports = inner.existing.len(), "loaded existing reports");
@@ -193,14 +210,18 @@ impl Store {
         out
     }
 
-    /// Records the outcome of a write: on failure the pod is marked dirty again.
-    pub fn written(&self, uid: &str, ok: bool) {
+    /// Records the outcome of a write: on failure the pod is marked dirty again, and if the
+    /// report was gone (deleted by hand, say), the next write creates it anew.
+    pub fn written(&self, uid: &str, outcome: WriteOutcome) {
         let mut inner = self.lock();
         if let Some(t) = inner.pods.get_mut(uid) {
-            if ok {
-                t.report_exists = true;
-            } else {
-                t.dirty = true;
+            match outcome {
+                WriteOutcome::Written => t.report_exists = true,
+                WriteOutcome::Missing => {
+                    t.report_exists = false;
+                    t.dirty = true;
+                }
+                WriteOutcome::Failed => t.dirty = true,
             }
         }
     }

@@ -7,7 +7,7 @@ use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::json;
 
-use super::store::Store;
+use super::store::{Store, WriteOutcome};
 use crate::crd::PodLifecycle;
 
 const FIELD_MANAGER: &str = "podlife-operator";
@@ -26,7 +26,12 @@ pub async fn flush(client: &Client, store: &Store) {
                 store.metrics.writes.get_or_create(&super::metrics::OutcomeLabels { outcome: "error".into() }).inc()
             }
         };
-        store.written(&uid, result.is_ok());
+        let outcome = match &result {
+            Ok(()) => WriteOutcome::Written,
+            Err(kube::Error::Api(e)) if e.code == 404 => WriteOutcome::Missing,
+            Err(_) => WriteOutcome::Failed,
+        };
+        store.written(&uid, outcome);
     }
 }
 
