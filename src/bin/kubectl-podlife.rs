@@ -1,1 +1,74 @@
-fn main() {}
+//! kubectl-podlife: a kubectl plugin for podlife's reports. See `kubectl podlife --help`.
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use podlife::cli::{load_experiments, report, run, Format, RunFormat};
+
+/// Reads what podlife recorded about your pods.
+#[derive(Parser, Debug)]
+#[command(name = "kubectl-podlife", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run ProbeExperiments from YAML files against the cluster (the operator must run with
+    /// experiments enabled). Shows progress, then verdicts and timelines. Exit 0 if all passed,
+    /// 1 if any failed, 2 if they could not run.
+    Run {
+        #[arg(required = true)]
+        files: Vec<std::path::PathBuf>,
+        #[arg(short, long, default_value = "default", env = "PODLIFE_NAMESPACE")]
+        namespace: String,
+        #[arg(short, long, value_enum, default_value_t = RunFormat::Human)]
+        output: RunFormat,
+        #[arg(long, default_value_t = 100)]
+        width: usize,
+    },
+    /// A pod's timeline: phases, conditions, container states, restarts with measured vs
+    /// expected back-off, probe kills and events.
+    Report {
+        /// The pod's name.
+        pod: String,
+        #[arg(short, long, default_value = "default", env = "PODLIFE_NAMESPACE")]
+        namespace: String,
+        #[arg(short, long, value_enum, default_value_t = Format::Human)]
+        output: Format,
+        /// Width of the terminal timeline.
+        #[arg(long, default_value_t = 100)]
+        width: usize,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::Run { files, .. } = &cli.command
+        && let Err(e) = load_experiments(files)
+    {
+        eprintln!("kubectl-podlife: {e}");
+        return ExitCode::from(2);
+    }
+    let result = async {
+        let client = kube::Client::try_default().await.map_err(|e| anyhow::anyhow!("cannot reach the cluster ({e}); check KUBECONFIG"))?;
+        match cli.command {
+            Command::Report { pod, namespace, output, width } => report(&client, &namespace, &pod, output, width, &mut std::io::stdout().lock()).await?,
+            Command::Run { files, namespace, output, width } => {
+                let experiments = load_experiments(&files).map_err(anyhow::Error::msg)?;
+                return anyhow::Ok(run(&client, &namespace, experiments, output, width, &mut std::io::stdout().lock()).await?);
+            }
+        }
+        anyhow::Ok(true)
+    }
+    .await;
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("kubectl-podlife: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

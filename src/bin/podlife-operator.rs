@@ -50,6 +50,12 @@ struct Args {
     /// This replica's identity in the lease (the pod name in a cluster).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+    /// Also run ProbeExperiments (needs RBAC to create and delete pods and use pods/proxy).
+    #[arg(long, env = "PODLIFE_EXPERIMENTS")]
+    experiments: bool,
+    /// Image for experiment containers that name none.
+    #[arg(long, env = "PODLIFE_TARGET_IMAGE", default_value = concat!("localhost/podlife-target:", env!("CARGO_PKG_VERSION")))]
+    target_image: String,
     /// Log format.
     #[arg(long, env = "PODLIFE_LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
     log_format: String,
@@ -92,6 +98,7 @@ async fn main() -> anyhow::Result<()> {
         deleted_ttl: args.deleted_ttl,
         budget_bytes: args.budget_bytes,
         listen: args.listen,
+        experiments_target_image: args.experiments.then_some(args.target_image),
         lease: args.leader_elect.then(|| LeaseConfig {
             namespace: args.lease_namespace,
             name: args.lease_name,

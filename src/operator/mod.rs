@@ -13,6 +13,7 @@
 //!   from the reports and the pods' status; rebuilt entries are marked and none duplicated.
 //! - A deleted pod's report stays for the configured TTL, then is removed.
 
+mod experiment;
 mod http;
 mod leader;
 mod metrics;
@@ -84,6 +85,8 @@ pub struct OperatorConfig {
     pub budget_bytes: usize,
     pub listen: SocketAddr,
     pub lease: Option<LeaseConfig>,
+    /// Run ProbeExperiments too, with this image for containers that name none.
+    pub experiments_target_image: Option<String>,
 }
 
 impl Default for OperatorConfig {
@@ -96,6 +99,7 @@ impl Default for OperatorConfig {
             budget_bytes: crate::lifecycle::history::DEFAULT_BUDGET_BYTES,
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             lease: None,
+            experiments_target_image: None,
         }
     }
 }
@@ -127,6 +131,13 @@ pub async fn run(client: Client, config: OperatorConfig, mut shutdown: watch::Re
 
     let pods = tokio::spawn(watch_pods(client.clone(), Arc::clone(&store), config.selection.clone(), Arc::clone(&ready)));
     let events = tokio::spawn(watch_events(client.clone(), Arc::clone(&store), config.selection.clone()));
+    let experiments = config.experiments_target_image.clone().map(|image| {
+        let namespaces = match &config.selection {
+            Selection::Namespaces(nss) => nss.clone(),
+            _ => Vec::new(),
+        };
+        tokio::spawn(experiment::run_experiments(client.clone(), namespaces, image, config.profile))
+    });
     let mut writes = tokio::time::interval(config.write_window);
     let mut janitor = tokio::time::interval(Duration::from_secs(10).min(config.deleted_ttl));
     let outcome = loop {
@@ -141,6 +152,9 @@ pub async fn run(client: Client, config: OperatorConfig, mut shutdown: watch::Re
     };
     pods.abort();
     events.abort();
+    if let Some(e) = experiments {
+        e.abort();
+    }
     tracing::info!("shutting down: writing pending reports");
     writer::flush(&client, &store).await;
     if let Some(lease) = lease {

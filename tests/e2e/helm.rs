@@ -22,6 +22,18 @@ fn helm(args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// Uninstalls the release even when the test fails, so a rerun does not trip over it.
+struct Release {
+    name: String,
+    namespace: String,
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        let _ = helm(&["uninstall", &self.name, "-n", &self.namespace, "--ignore-not-found"]);
+    }
+}
+
 fn restarts(h: &podlife::lifecycle::PodHistory) -> i32 {
     h.containers.first().map_or(0, |c| c.restart_count)
 }
@@ -41,7 +53,10 @@ async fn helm_installs_upgrades_and_uninstalls_the_in_cluster_operator() {
         .unwrap();
         namespaces.create(&PostParams::default(), &restricted).await.unwrap();
         let selection = format!("selection.namespaces={{{}}}", ns.name);
-        let install = ["install", "podlife-e2e", "charts/podlife", "-n", &release_ns, "--set", "image.pullPolicy=Never", "--set", &selection, "--set", "logging.format=text", "--set", "writeWindow=500ms", "--wait", "--timeout", "120s"];
+        // Unique per run: the chart's ClusterRole is cluster-scoped and named after the release.
+        let release = format!("podlife-{}", ns.name.rsplit('-').next().unwrap());
+        let _guard = Release { name: release.clone(), namespace: release_ns.clone() };
+        let install = ["install", release.as_str(), "charts/podlife", "-n", &release_ns, "--set", "image.pullPolicy=Never", "--set", &selection, "--set", "logging.format=text", "--set", "writeWindow=500ms", "--set", "experiments.enabled=true", "--wait", "--timeout", "120s"];
         let (ok, out) = helm(&install);
         assert!(ok, "helm install: {out}");
         assert!(out.contains("kubectl get podlifecycles"), "NOTES tell how to start: {out}");
@@ -49,7 +64,7 @@ async fn helm_installs_upgrades_and_uninstalls_the_in_cluster_operator() {
         // In-cluster: the operator pod runs in the restricted namespace and reaches the
         // apiserver through the `kubernetes` Service; a tracked pod gets its report.
         let pods: Api<Pod> = Api::namespaced(ns.client.clone(), &release_ns);
-        let operator_pods = pods.list(&ListParams::default().labels("app.kubernetes.io/instance=podlife-e2e")).await.unwrap();
+        let operator_pods = pods.list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={release}"))).await.unwrap();
         assert_eq!(operator_pods.items.len(), 1);
         let env_host = operator_pods.items[0].spec.as_ref().unwrap().containers[0].env.clone().unwrap_or_default();
         assert!(!env_host.iter().any(|e| e.name == "KUBERNETES_SERVICE_HOST"), "no apiserver shortcut: it uses the Service");
@@ -64,6 +79,13 @@ async fn helm_installs_upgrades_and_uninstalls_the_in_cluster_operator() {
         ns.target_call("tracked", 9090, "POST", "/quitquitquit?code=2").await;
         let before = wait_report(&ns, "tracked", "restart 1", Duration::from_secs(60), |h| restarts(h) == 1).await;
 
+        // A ProbeExperiment passes through the installed operator.
+        let out = Command::new(env!("CARGO_BIN_EXE_kubectl-podlife"))
+            .args(["run", "manifests/examples/experiments/readiness-exec-never-ready.yaml", "-n", &ns.name])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+
         // Upgrade with changed values: the operator rolls, the report keeps its history.
         let mut upgrade = install.to_vec();
         upgrade[0] = "upgrade";
@@ -71,7 +93,7 @@ async fn helm_installs_upgrades_and_uninstalls_the_in_cluster_operator() {
         let (ok, out) = helm(&upgrade);
         assert!(ok, "helm upgrade: {out}");
         let deployments: Api<Deployment> = Api::namespaced(ns.client.clone(), &release_ns);
-        let d = deployments.get("podlife-e2e").await.unwrap();
+        let d = deployments.get(&release).await.unwrap();
         assert_eq!(d.spec.unwrap().replicas, Some(2));
         ns.wait_pod("tracked", "Ready again", Duration::from_secs(60), |p: Option<&Pod>| {
             p.and_then(|p| p.status.as_ref()?.container_statuses.as_ref()?.first().map(|c| c.ready)).unwrap_or(false)
@@ -84,13 +106,13 @@ async fn helm_installs_upgrades_and_uninstalls_the_in_cluster_operator() {
         assert_eq!(after.phases.front(), before.phases.front(), "history from before the upgrade is kept");
 
         // Uninstall: no podlife workload left; the CRD stays, as Helm does for crds/.
-        let (ok, out) = helm(&["uninstall", "podlife-e2e", "-n", &release_ns, "--wait", "--timeout", "60s"]);
+        let (ok, out) = helm(&["uninstall", &release, "-n", &release_ns, "--wait", "--timeout", "60s"]);
         assert!(ok, "helm uninstall: {out}");
-        assert!(deployments.get_opt("podlife-e2e").await.unwrap().is_none());
-        let left = pods.list(&ListParams::default().labels("app.kubernetes.io/instance=podlife-e2e")).await.unwrap();
+        assert!(deployments.get_opt(&release).await.unwrap().is_none());
+        let left = pods.list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={release}"))).await.unwrap();
         assert!(left.items.iter().all(|p| p.metadata.deletion_timestamp.is_some()), "operator pods are going");
         let roles: Api<ClusterRole> = Api::all(ns.client.clone());
-        assert!(roles.get_opt("podlife-e2e").await.unwrap().is_none());
+        assert!(roles.get_opt(&release).await.unwrap().is_none());
         let crds: Api<CustomResourceDefinition> = Api::all(ns.client.clone());
         assert!(crds.get_opt("podlifecycles.podlife.io").await.unwrap().is_some());
         let _ = namespaces.delete(&release_ns, &DeleteParams::background()).await;

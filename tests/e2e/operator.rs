@@ -67,17 +67,20 @@ impl Drop for Operator {
 /// Installs the CRDs generated from the Rust types (idempotent, server-side apply).
 pub async fn install_crds(ns: &TestNs) {
     let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> = Api::all(ns.client.clone());
-    let crd = <PodLifecycle as kube::CustomResourceExt>::crd();
     let pp = PatchParams::apply("podlife-e2e").force();
-    crds.patch("podlifecycles.podlife.io", &pp, &Patch::Apply(&crd)).await.expect("apply CRD");
-    for _ in 0..50 {
-        let established = crds.get("podlifecycles.podlife.io").await.ok().and_then(|c| c.status?.conditions).is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True"));
-        if established {
-            return;
+    for crd in podlife::crd::all_crds() {
+        let name = crd.metadata.name.clone().unwrap();
+        crds.patch(&name, &pp, &Patch::Apply(&crd)).await.unwrap_or_else(|e| panic!("apply CRD {name}: {e}"));
+        let mut established = false;
+        for _ in 0..50 {
+            established = crds.get(&name).await.ok().and_then(|c| c.status?.conditions).is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True"));
+            if established {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(established, "CRD {name} never became Established");
     }
-    panic!("CRD podlifecycles.podlife.io never became Established");
 }
 
 /// Polls the report of pod `name` until `pred` holds.
@@ -166,6 +169,17 @@ async fn a_liveness_kill_is_linked_from_unhealthy_to_restart() {
         assert_eq!(kill.exit_code, Some(0), "the target exits 0 on the kubelet's SIGTERM");
         assert!(kill.killing_at.is_some() && kill.terminated_at.is_some());
         assert!(h.events.iter().any(|e| e.reason == "Killing"));
+        // The CLI shows the same story as a timeline; a pod without a report is a clear error.
+        let cli = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_kubectl-podlife")).args(args).output().unwrap();
+        let out = cli(&["report", "live", "-n", &ns.name, "--width", "90"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(text.contains("liveness probe kill") && text.contains("restart #1") && text.contains("Unhealthy"), "{text}");
+        let svg = cli(&["report", "live", "-n", &ns.name, "-o", "svg"]);
+        assert!(String::from_utf8_lossy(&svg.stdout).starts_with("<svg"));
+        let missing = cli(&["report", "nope", "-n", &ns.name]);
+        assert_eq!(missing.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&missing.stderr).contains("no PodLifecycle report for pod nope"));
     })
     .await;
 }

@@ -1,0 +1,230 @@
+//! kubectl-podlife: reads podlife's reports. `report POD` prints a pod's timeline.
+
+use std::io::Write;
+
+use kube::api::ListParams;
+use kube::{Api, Client};
+
+use crate::crd::PodLifecycle;
+use crate::harness::timeline::Timeline;
+
+/// Errors of the CLI. Each says which pod and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no PodLifecycle report for pod {pod} in namespace {namespace}; is the pod tracked (label podlife.io/track=true) and the operator running?")]
+    NoReport { pod: String, namespace: String },
+    #[error("kubernetes API")]
+    Kube(#[from] kube::Error),
+    #[error("writing output")]
+    Io(#[from] std::io::Error),
+    #[error("encoding JSON")]
+    Json(#[from] serde_json::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Output formats of `report`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// A terminal timeline and the restart table.
+    Human,
+    /// The report's status as JSON.
+    Json,
+    /// An SVG Gantt chart.
+    Svg,
+}
+
+/// Finds the newest report of `pod` in `namespace` (a recreated pod has a new report).
+///
+/// # Errors
+/// None exists, or the API call fails.
+pub async fn find_report(client: &Client, namespace: &str, pod: &str) -> Result<PodLifecycle> {
+    let api: Api<PodLifecycle> = Api::namespaced(client.clone(), namespace);
+    let list = api.list(&ListParams::default().labels(&format!("podlife.io/pod-name={pod}"))).await?;
+    list.items
+        .into_iter()
+        .filter(|r| r.spec.pod_name == pod)
+        .max_by_key(|r| r.metadata.creation_timestamp.clone().map(|t| t.0))
+        .ok_or_else(|| Error::NoReport { pod: pod.to_string(), namespace: namespace.to_string() })
+}
+
+/// Prints a report in `format`.
+///
+/// # Errors
+/// The report is missing, or output fails.
+pub async fn report(client: &Client, namespace: &str, pod: &str, format: Format, width: usize, out: &mut impl Write) -> Result<()> {
+    let report = find_report(client, namespace, pod).await?;
+    let history = report.status.unwrap_or_else(|| crate::lifecycle::PodHistory::new(pod, &report.spec.pod_uid));
+    let timeline = Timeline::from_history(&history, jiff::Timestamp::now());
+    match format {
+        Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(&history)?)?,
+        Format::Svg => write!(out, "{}", timeline.render_svg())?,
+        Format::Human => {
+            write!(out, "{}", timeline.render_text(width))?;
+            let s = &history.summary;
+            writeln!(out, "\nphase {} · ready {} · restarts {} · back-off {} · last termination {}", s.phase.map_or("?", |p| p.as_str()), s.ready, s.restarts, s.backoff, s.last_termination_reason.as_deref().unwrap_or("-"))?;
+            if history.truncated.total() > 0 {
+                writeln!(out, "(older entries dropped to stay bounded: {:?})", history.truncated)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Output formats of `run`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RunFormat {
+    /// Progress, verdict tables and timelines.
+    Human,
+    /// One JSON object per experiment: its status.
+    Json,
+    /// JUnit XML: a testsuite per run, a testcase per expectation.
+    Junit,
+}
+
+/// Reads ProbeExperiments from YAML files (several documents per file are fine).
+///
+/// # Errors
+/// A file cannot be read or is not a ProbeExperiment; the message names the file.
+pub fn load_experiments(paths: &[std::path::PathBuf]) -> Result<Vec<crate::crd::ProbeExperiment>, String> {
+    use serde::Deserialize;
+    let mut out = Vec::new();
+    for path in paths {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        for (i, doc) in serde_yaml::Deserializer::from_str(&text).enumerate() {
+            let value = serde_yaml::Value::deserialize(doc).map_err(|e| format!("{} document {}: {e}", path.display(), i + 1))?;
+            if value.is_null() {
+                continue;
+            }
+            let exp: crate::crd::ProbeExperiment =
+                serde_yaml::from_value(value).map_err(|e| format!("{} document {}: not a ProbeExperiment: {e}", path.display(), i + 1))?;
+            out.push(exp);
+        }
+    }
+    if out.is_empty() {
+        return Err("no ProbeExperiment found in the given files".into());
+    }
+    Ok(out)
+}
+
+/// Runs experiments: (re)creates each, waits for its verdict with a progress line, prints.
+/// Returns true if every experiment passed.
+///
+/// # Errors
+/// The API refuses an experiment (the CRD's validation message is passed on) or output fails.
+pub async fn run(client: &Client, namespace: &str, experiments: Vec<crate::crd::ProbeExperiment>, format: RunFormat, width: usize, out: &mut impl Write) -> Result<bool> {
+    use crate::crd::experiment::ExperimentPhase;
+    use crate::crd::ProbeExperiment;
+    use kube::api::{DeleteParams, PostParams};
+    use kube::ResourceExt;
+
+    let api: Api<ProbeExperiment> = Api::namespaced(client.clone(), namespace);
+    let mut names = Vec::new();
+    for mut exp in experiments {
+        let name = exp.name_any();
+        // A finished experiment is re-run by replacing it.
+        if api.get_opt(&name).await?.is_some() {
+            api.delete(&name, &DeleteParams::foreground()).await?;
+            while api.get_opt(&name).await?.is_some() {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
+        exp.metadata.namespace = Some(namespace.to_string());
+        exp.metadata.resource_version = None;
+        exp.status = None;
+        api.create(&PostParams::default(), &exp).await?;
+        names.push(name);
+    }
+    let started = std::time::Instant::now();
+    let mut finished: Vec<ProbeExperiment> = Vec::new();
+    while finished.len() < names.len() {
+        finished.clear();
+        let mut progress = Vec::new();
+        for name in &names {
+            let exp = api.get(name).await?;
+            let phase = exp.status.as_ref().map(|s| s.phase).unwrap_or_default();
+            progress.push(format!("{name}: {phase:?}"));
+            if phase.is_final() {
+                finished.push(exp);
+            }
+        }
+        if format == RunFormat::Human {
+            eprint!("\r[{:>4}s] {}", started.elapsed().as_secs(), progress.join(" · "));
+        }
+        if finished.len() < names.len() {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    }
+    if format == RunFormat::Human {
+        eprintln!();
+    }
+    let all_passed = finished.iter().all(|e| e.status.as_ref().is_some_and(|s| s.phase == ExperimentPhase::Passed));
+    match format {
+        RunFormat::Json => {
+            for e in &finished {
+                writeln!(out, "{}", serde_json::to_string(&json_of(e))?)?;
+            }
+        }
+        RunFormat::Junit => write!(out, "{}", junit(&finished))?,
+        RunFormat::Human => {
+            for e in &finished {
+                let s = e.status.clone().unwrap_or_default();
+                writeln!(out, "\n{} — {:?} ({}){}", e.name_any(), s.phase, s.summary, s.reason.as_ref().map_or(String::new(), |r| format!(": {r}")))?;
+                for v in &s.verdicts {
+                    writeln!(out, "  {} {:<40} expected {:<28} observed {}", if v.passed { "✔" } else { "✘" }, v.name, v.expected, v.observed)?;
+                }
+                for a in &s.actions_done {
+                    writeln!(out, "  · action at {a}")?;
+                }
+                if let Some(pod) = &s.pod_name
+                    && let Ok(report) = find_report(client, namespace, pod).await
+                    && let Some(history) = report.status
+                {
+                    let end = s.finished_at.unwrap_or_else(jiff::Timestamp::now);
+                    write!(out, "{}", Timeline::from_history(&history, end).render_text(width))?;
+                }
+            }
+        }
+    }
+    Ok(all_passed)
+}
+
+fn json_of(e: &crate::crd::ProbeExperiment) -> serde_json::Value {
+    use kube::ResourceExt;
+    serde_json::json!({"name": e.name_any(), "status": e.status})
+}
+
+/// JUnit XML, as CI systems read it.
+#[must_use]
+pub fn junit(experiments: &[crate::crd::ProbeExperiment]) -> String {
+    use kube::ResourceExt;
+    let esc = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;");
+    let mut xml = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"podlife\">\n");
+    for e in experiments {
+        let s = e.status.clone().unwrap_or_default();
+        let failures = s.verdicts.iter().filter(|v| !v.passed).count();
+        let errors = usize::from(s.phase == crate::crd::experiment::ExperimentPhase::Error);
+        let seconds = match (s.started_at, s.finished_at) {
+            (Some(a), Some(b)) => b.duration_since(a).as_secs_f64(),
+            _ => 0.0,
+        };
+        xml.push_str(&format!(
+            "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{failures}\" errors=\"{errors}\" time=\"{seconds:.1}\">\n",
+            esc(&e.name_any()),
+            s.verdicts.len().max(1)
+        ));
+        if let (crate::crd::experiment::ExperimentPhase::Error, Some(reason)) = (s.phase, &s.reason) {
+            xml.push_str(&format!("    <testcase name=\"run\" classname=\"{}\"><error message=\"{}\"/></testcase>\n", esc(&e.name_any()), esc(reason)));
+        }
+        for v in &s.verdicts {
+            xml.push_str(&format!("    <testcase name=\"{}\" classname=\"{}\">", esc(&v.name), esc(&e.name_any())));
+            if !v.passed {
+                xml.push_str(&format!("<failure message=\"expected {}, observed {}\"/>", esc(&v.expected), esc(&v.observed)));
+            }
+            xml.push_str("</testcase>\n");
+        }
+        xml.push_str("  </testsuite>\n");
+    }
+    xml.push_str("</testsuites>\n");
+    xml
+}

@@ -1,0 +1,247 @@
+//! `ProbeExperiment`: "what does the kubelet do when my probe does this?" as one resource.
+//! The operator runs it: it creates the pod, performs the actions, watches the real kubelet,
+//! and writes a verdict per expectation with the observed value next to the expected one.
+
+use k8s_openapi::api::core::v1::PodSpec;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A declarative probe experiment.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "podlife.io",
+    version = "v1alpha1",
+    kind = "ProbeExperiment",
+    plural = "probeexperiments",
+    shortname = "pe",
+    namespaced,
+    status = "ExperimentStatus",
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Passed","type":"string","jsonPath":".status.summary"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ProbeExperimentSpec {
+    /// The pod to run. A container without an image runs podlife-target.
+    pub pod: PodSpec,
+    /// What to do to the pod, and when.
+    #[serde(default)]
+    #[schemars(length(max = 32))]
+    pub actions: Vec<Action>,
+    /// What the kubelet must (or must not) do.
+    #[schemars(length(min = 1, max = 32))]
+    pub expectations: Vec<Expectation>,
+    /// How long to observe after the pod is created, in seconds.
+    #[schemars(range(min = 1, max = 3600))]
+    pub duration_seconds: u32,
+    /// Hard limit for the whole experiment; past it the experiment ends in Error.
+    #[serde(default = "default_timeout")]
+    #[schemars(range(min = 10, max = 7200))]
+    pub timeout_seconds: u32,
+}
+
+fn default_timeout() -> u32 {
+    600
+}
+
+/// When an action happens: `atSeconds` after the pod is created, or `when` a condition of
+/// the pod first turns True (e.g. `Ready`), plus an optional delay.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{"rule": "has(self.atSeconds) != has(self.when)", "message": "an action needs exactly one of atSeconds or when"}, {"rule": "has(self.call) != has(self.delete)", "message": "an action does exactly one thing: call or delete"}]))]
+pub struct Action {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_seconds: Option<f64>,
+    /// A pod condition type, e.g. Ready or ContainersReady.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_seconds: Option<f64>,
+    /// An HTTP call to a container's port through the apiserver's pod proxy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call: Option<Call>,
+    /// Delete the pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delete: Option<Delete>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Call {
+    /// The port; podlife-target's control API is 9090.
+    #[serde(default = "default_control_port")]
+    pub port: u16,
+    #[serde(default = "default_method")]
+    #[schemars(regex(pattern = r"^(GET|POST|PUT|DELETE)$"))]
+    pub method: String,
+    /// Path and query, e.g. `/scripts/liveness` or `/quitquitquit?code=3`.
+    #[schemars(regex(pattern = r"^/"))]
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+}
+
+fn default_control_port() -> u16 {
+    9090
+}
+
+fn default_method() -> String {
+    "POST".into()
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Delete {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace_period_seconds: Option<i64>,
+}
+
+/// One expectation: exactly one of its fields is set.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+// Summed conditionals, not a filtered list: the apiserver's CEL cost estimate must stay in budget.
+#[schemars(extend("x-kubernetes-validations" = [{"rule": "(has(self.restarts) ? 1 : 0) + (has(self.lastTermination) ? 1 : 0) + (has(self.event) ? 1 : 0) + (has(self.conditionSequence) ? 1 : 0) + (has(self.phaseSequence) ? 1 : 0) + (has(self.neverReadyForSeconds) ? 1 : 0) + (has(self.backoff) ? 1 : 0) + (has(self.probeHits) ? 1 : 0) == 1", "message": "an expectation checks exactly one thing"}]))]
+pub struct Expectation {
+    /// A container's restart count, within [min, max].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restarts: Option<CountRange>,
+    /// The last termination of a container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_termination: Option<TerminationExpectation>,
+    /// An event seen (`seen: true`) or never seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<EventExpectation>,
+    /// A condition's statuses, in order (consecutive repeats folded), e.g. Ready: [True, False].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition_sequence: Option<ConditionSequence>,
+    /// The pod's phases in order, e.g. [Pending, Running, Succeeded].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase_sequence: Option<Vec<String>>,
+    /// Ready never True during the first N seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub never_ready_for_seconds: Option<f64>,
+    /// Every measured restart fits the back-off curve (the profile's tolerance).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff: Option<BackoffExpectation>,
+    /// Probe hits recorded by podlife-target's /hits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_hits: Option<ProbeHitsExpectation>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CountRange {
+    pub container: String,
+    #[serde(default)]
+    pub min: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<i32>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TerminationExpectation {
+    pub container: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EventExpectation {
+    pub reason: String,
+    /// A substring the message must contain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_contains: Option<String>,
+    pub seen: bool,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConditionSequence {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub statuses: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackoffExpectation {
+    pub container: String,
+    /// At least this many measured restarts.
+    #[serde(default)]
+    pub min_restarts: u32,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProbeHitsExpectation {
+    /// liveness, readiness or startup.
+    #[schemars(regex(pattern = r"^(liveness|readiness|startup)$"))]
+    pub probe: String,
+    #[serde(default)]
+    pub min: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<u64>,
+    /// The target's control port.
+    #[serde(default = "default_control_port")]
+    pub port: u16,
+}
+
+/// Where an experiment stands.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+pub enum ExperimentPhase {
+    #[default]
+    Pending,
+    Running,
+    Passed,
+    Failed,
+    /// It could not run: the pod could not be created or the timeout passed.
+    Error,
+}
+
+impl ExperimentPhase {
+    #[must_use]
+    pub fn is_final(self) -> bool {
+        matches!(self, ExperimentPhase::Passed | ExperimentPhase::Failed | ExperimentPhase::Error)
+    }
+}
+
+/// One expectation's outcome.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Verdict {
+    pub name: String,
+    pub passed: bool,
+    pub expected: String,
+    pub observed: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ExperimentStatus {
+    pub phase: ExperimentPhase,
+    /// "passed/total".
+    #[serde(default)]
+    pub summary: String,
+    #[serde(default)]
+    pub verdicts: Vec<Verdict>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_name: Option<String>,
+    /// The PodLifecycle report of the experiment's pod (named after its UID).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<String>,
+    /// Actions performed, with their time in seconds after the pod's creation.
+    #[serde(default)]
+    pub actions_done: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<jiff::Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<jiff::Timestamp>,
+}

@@ -1,0 +1,5 @@
+//! The harness: turns recorded histories into answers people can read. Timelines now;
+//! experiments and verdicts build on them.
+
+pub mod timeline;
+pub mod verdict;

@@ -1,0 +1,53 @@
+//! ProbeExperiments run by the operator against the real kubelet, driven through the CLI.
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::operator::{install_crds, Operator};
+use crate::support::with_namespace;
+
+fn cli(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_kubectl-podlife")).args(args).output().unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[tokio::test]
+async fn the_example_experiments_pass_and_a_wrong_expectation_fails_with_its_observation() {
+    with_namespace("experiments", |ns| async move {
+        install_crds(&ns).await;
+        let _op = Operator::start_with(&ns, &["--experiments"]);
+        let (code, junit, err) = cli(&["run", "manifests/examples/experiments/liveness-http-restart.yaml", "manifests/examples/experiments/readiness-exec-never-ready.yaml", "-n", &ns.name, "-o", "junit"]);
+        assert_eq!(code, Some(0), "{junit}\n{err}");
+        assert_eq!(junit.matches("<testcase").count(), 8, "{junit}");
+        assert!(!junit.contains("<failure") && !junit.contains("<error"), "{junit}");
+
+        // The same liveness failure with a wrong belief: "no restart". It must fail and say why.
+        let wrong = std::env::temp_dir().join(format!("{}-wrong.yaml", ns.name));
+        let text = std::fs::read_to_string("manifests/examples/experiments/liveness-http-restart.yaml").unwrap()
+            .replace("name: liveness-http-restart", "name: wrong-belief")
+            .replace("restarts: {container: target, min: 1, max: 1}", "restarts: {container: target, min: 0, max: 0}");
+        std::fs::write(&wrong, text).unwrap();
+        let (code, out, err) = cli(&["run", wrong.to_str().unwrap(), "-n", &ns.name]);
+        assert_eq!(code, Some(1), "{out}\n{err}");
+        assert!(out.contains("✘ restarts of target") && out.contains("expected 0") && out.contains("observed 1"), "{out}");
+        assert!(out.contains("liveness probe kill"), "the timeline is printed: {out}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_bad_spec_is_rejected_by_the_schema_with_a_message() {
+    with_namespace("experiment_schema", |ns| async move {
+        install_crds(&ns).await;
+        let bad = std::env::temp_dir().join(format!("{}-bad.yaml", ns.name));
+        std::fs::write(&bad, "apiVersion: podlife.io/v1alpha1\nkind: ProbeExperiment\nmetadata: {name: bad}\nspec:\n  durationSeconds: 5\n  pod: {containers: [{name: target}]}\n  actions: [{name: both, atSeconds: 1, when: Ready, call: {path: /x}}]\n  expectations: [{restarts: {container: target}, neverReadyForSeconds: 3}]\n").unwrap();
+        let (code, out, err) = cli(&["run", bad.to_str().unwrap(), "-n", &ns.name]);
+        assert_eq!(code, Some(2), "{out}");
+        assert!(err.contains("exactly one of atSeconds or when") && err.contains("an expectation checks exactly one thing"), "{err}");
+        let (code, _, err) = cli(&["run", "/nonexistent.yaml"]);
+        assert_eq!(code, Some(2));
+        assert!(err.contains("/nonexistent.yaml"), "{err}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    })
+    .await;
+}
