@@ -37,6 +37,8 @@ pub struct Marker {
     pub at: f64,
     pub lane: String,
     pub text: String,
+    /// A few characters drawn on the chart itself, e.g. "16s/10s" for a restart.
+    pub short: Option<String>,
     pub tone: Tone,
 }
 
@@ -136,12 +138,13 @@ impl Timeline {
                     at: secs(origin, at),
                     lane: lane.clone(),
                     text: format!("restart #{}: after {measured} (expected {}{announced}) {verdict}", r.number, format_seconds(r.expected_seconds)),
+                    short: Some(format!("#{} {measured}/{}", r.number, format_seconds(r.expected_seconds))),
                     tone: if r.fits_curve == Some(false) { Tone::Bad } else { Tone::Neutral },
                 });
             }
             for k in &c.probe_kills {
                 if let Some(at) = k.killing_at {
-                    markers.push(Marker { at: secs(origin, at), lane: lane.clone(), text: format!("{} probe kill", k.probe), tone: Tone::Bad });
+                    markers.push(Marker { at: secs(origin, at), lane: lane.clone(), text: format!("{} probe kill", k.probe), short: Some("kill".into()), tone: Tone::Bad });
                 }
             }
         }
@@ -150,7 +153,7 @@ impl Timeline {
             if let (true, Some(at)) = (interesting, e.first_seen) {
                 let lane = e.container.clone().unwrap_or_else(|| "pod".into());
                 let count = if e.count > 1 { format!(" x{}", e.count) } else { String::new() };
-                markers.push(Marker { at: secs(origin, at), lane, text: format!("{}{count}: {}", e.reason, truncate(&e.message, 70)), tone: Tone::Waiting });
+                markers.push(Marker { at: secs(origin, at), lane, text: format!("{}{count}: {}", e.reason, truncate(&e.message, 70)), short: None, tone: Tone::Waiting });
             }
         }
         markers.sort_by(|a, b| a.at.total_cmp(&b.at));
@@ -205,7 +208,7 @@ impl Timeline {
         const PLOT: f64 = 900.0;
         const ROW: f64 = 30.0;
         let markers_h = 18.0 * self.markers.len() as f64;
-        let height = 60.0 + ROW * self.lanes.len() as f64 + 40.0 + markers_h;
+        let height = 60.0 + ROW * self.lanes.len() as f64 + 56.0 + markers_h;
         let x = |t: f64| LABEL + PLOT * (t / self.span).clamp(0.0, 1.0);
         let colour = |tone: Tone| match tone {
             Tone::Good => "#2e9e5b",
@@ -250,7 +253,7 @@ impl Timeline {
         }
         for (i, m) in self.markers.iter().enumerate() {
             let mx = x(m.at);
-            let ty = axis_y + 36.0 + 18.0 * i as f64;
+            let ty = axis_y + 52.0 + 18.0 * i as f64;
             let _ = write!(
                 s,
                 r##"<line x1="{mx:.1}" y1="60" x2="{mx:.1}" y2="{axis_y}" stroke="{c}" stroke-dasharray="3,3" opacity="0.6"/><circle cx="{mx:.1}" cy="{axis_y}" r="4" fill="{c}"/><text x="10" y="{ty:.1}" fill="{c}">+{:.1}s  {}: {}</text>"##,
@@ -259,6 +262,12 @@ impl Timeline {
                 escape(&m.text),
                 c = colour(m.tone)
             );
+            if let Some(short) = &m.short {
+                // Alternately just above the axis and below the tick labels, so neighbours
+                // do not overlap each other or the lanes.
+                let label_y = if i % 2 == 0 { axis_y - 3.0 } else { axis_y + 31.0 };
+                let _ = write!(s, r##"<text x="{:.1}" y="{label_y:.1}" font-size="10" fill="#222">{}</text>"##, mx + 5.0, escape(short));
+            }
         }
         s.push_str("</svg>\n");
         s
@@ -328,5 +337,6 @@ mod tests {
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
         assert_eq!(svg.matches("<title>").count(), tl.lanes.iter().map(|l| l.segments.len()).sum::<usize>());
         assert!(!svg.contains("<script"), "no active content");
+        assert!(svg.contains("#2 54s/10s"), "restarts are annotated on the chart: measured/expected");
     }
 }
