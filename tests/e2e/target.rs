@@ -237,3 +237,19 @@ async fn probe_hits_arrive_every_period_seconds() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_memory_fault_ends_in_an_oom_kill() {
+    with_namespace("oom", |ns| async move {
+        let mut p = pod("hog", &[], &[("readinessProbe", json!({"httpGet": {"path": "/readyz", "port": 8080}, "periodSeconds": 1}))]);
+        p["spec"]["containers"][0]["resources"] = json!({"limits": {"memory": "48Mi"}, "requests": {"memory": "48Mi"}});
+        ns.create_pod(p).await;
+        ns.wait_pod("hog", "Ready", LIMIT, |p: Option<&Pod>| ready(p)).await;
+        ns.target_call("hog", 9090, "POST", "/fault/memory?mibPerSec=64").await;
+        let pod = ns.wait_pod("hog", "an OOM kill and restart", LIMIT, |p: Option<&Pod>| restarts(p, "target") >= 1).await;
+        let last = status(&pod, "target").unwrap().last_state.and_then(|s| s.terminated).unwrap();
+        // The kernel's OOM killer sends SIGKILL; containerd reports the cgroup's OOM event.
+        assert_eq!((last.reason.as_deref(), last.exit_code), (Some("OOMKilled"), 137), "{last:?}");
+    })
+    .await;
+}
