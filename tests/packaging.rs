@@ -28,7 +28,8 @@ fn the_dockerfile_and_the_local_image_path_agree() {
         assert!(dockerfile.contains(docker), "Dockerfile: {what}");
         assert!(build.contains(local), "e2e/images/build: {what}");
     }
-    let version = read("Cargo.toml").lines().find_map(|l| l.strip_prefix("version = \"").map(|v| v.trim_end_matches('"').to_string())).unwrap();
+    let version =
+        read("Cargo.toml").lines().find_map(|l| l.strip_prefix("version = \"").map(|v| v.trim_end_matches('"').to_string())).unwrap();
     assert!(dockerfile.contains(&format!("ARG VERSION={version}")), "Dockerfile version matches Cargo.toml");
     let chart = read("charts/podlife/Chart.yaml");
     assert!(chart.contains(&format!("appVersion: \"{version}\"")), "chart appVersion matches Cargo.toml");

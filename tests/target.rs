@@ -189,9 +189,9 @@ async fn tcp_listeners_open_and_close_with_the_script_and_on_command() {
 
 #[tokio::test]
 async fn grpc_health_answers_per_service() {
+    use tonic_health::pb::HealthCheckRequest;
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::health_client::HealthClient;
-    use tonic_health::pb::HealthCheckRequest;
 
     let t = Target::start(&["--readiness", "fail"]);
     t.wait_listening(t.grpc, Duration::from_secs(2));

@@ -2,7 +2,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use podlife::cli::{load_experiments, report, run, Format, RunFormat};
+use podlife::cli::{Format, RunFormat, load_experiments, report, run};
 
 /// Reads what podlife recorded about your pods.
 #[derive(Parser, Debug)]
@@ -54,7 +54,9 @@ async fn main() -> ExitCode {
     let result = async {
         let client = kube::Client::try_default().await.map_err(|e| anyhow::anyhow!("cannot reach the cluster ({e}); check KUBECONFIG"))?;
         match cli.command {
-            Command::Report { pod, namespace, output, width } => report(&client, &namespace, &pod, output, width, &mut std::io::stdout().lock()).await?,
+            Command::Report { pod, namespace, output, width } => {
+                report(&client, &namespace, &pod, output, width, &mut std::io::stdout().lock()).await?
+            }
             Command::Run { files, namespace, output, width } => {
                 let experiments = load_experiments(&files).map_err(anyhow::Error::msg)?;
                 return anyhow::Ok(run(&client, &namespace, experiments, output, width, &mut std::io::stdout().lock()).await?);

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use podlife::lifecycle::BackoffProfile;
-use podlife::operator::{run, LeaseConfig, OperatorConfig, Selection};
+use podlife::operator::{LeaseConfig, OperatorConfig, Selection, run};
 
 /// Watches pods and records each tracked pod's phases, conditions, container states, every
 /// termination and the CrashLoopBackOff delays the kubelet applied into a PodLifecycle report.
@@ -76,7 +76,11 @@ async fn main() -> anyhow::Result<()> {
     if args.log_format == "json" {
         tracing_subscriber::fmt().json().with_env_filter(filter).with_writer(std::io::stderr).init();
     } else {
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init();
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
     }
     let selection = if args.all_pods {
         Selection::All
@@ -110,7 +114,7 @@ async fn main() -> anyhow::Result<()> {
     let client = kube::Client::try_default().await?;
     let (tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
+        use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
         tokio::select! { _ = term.recv() => {}, _ = tokio::signal::ctrl_c() => {} }
         tracing::info!("signal received; shutting down");

@@ -11,7 +11,9 @@ use crate::harness::timeline::Timeline;
 /// Errors of the CLI. Each says which pod and what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("no PodLifecycle report for pod {pod} in namespace {namespace}; is the pod tracked (label podlife.io/track=true) and the operator running?")]
+    #[error(
+        "no PodLifecycle report for pod {pod} in namespace {namespace}; is the pod tracked (label podlife.io/track=true) and the operator running?"
+    )]
     NoReport { pod: String, namespace: String },
     #[error("kubernetes API")]
     Kube(#[from] kube::Error),
@@ -62,7 +64,15 @@ pub async fn report(client: &Client, namespace: &str, pod: &str, format: Format,
         Format::Human => {
             write!(out, "{}", timeline.render_text(width))?;
             let s = &history.summary;
-            writeln!(out, "\nphase {} · ready {} · restarts {} · back-off {} · last termination {}", s.phase.map_or("?", |p| p.as_str()), s.ready, s.restarts, s.backoff, s.last_termination_reason.as_deref().unwrap_or("-"))?;
+            writeln!(
+                out,
+                "\nphase {} · ready {} · restarts {} · back-off {} · last termination {}",
+                s.phase.map_or("?", |p| p.as_str()),
+                s.ready,
+                s.restarts,
+                s.backoff,
+                s.last_termination_reason.as_deref().unwrap_or("-")
+            )?;
             if history.truncated.total() > 0 {
                 writeln!(out, "(older entries dropped to stay bounded: {:?})", history.truncated)?;
             }
@@ -112,11 +122,18 @@ pub fn load_experiments(paths: &[std::path::PathBuf]) -> Result<Vec<crate::crd::
 ///
 /// # Errors
 /// The API refuses an experiment (the CRD's validation message is passed on) or output fails.
-pub async fn run(client: &Client, namespace: &str, experiments: Vec<crate::crd::ProbeExperiment>, format: RunFormat, width: usize, out: &mut impl Write) -> Result<bool> {
-    use crate::crd::experiment::ExperimentPhase;
+pub async fn run(
+    client: &Client,
+    namespace: &str,
+    experiments: Vec<crate::crd::ProbeExperiment>,
+    format: RunFormat,
+    width: usize,
+    out: &mut impl Write,
+) -> Result<bool> {
     use crate::crd::ProbeExperiment;
-    use kube::api::{DeleteParams, PostParams};
+    use crate::crd::experiment::ExperimentPhase;
     use kube::ResourceExt;
+    use kube::api::{DeleteParams, PostParams};
 
     let api: Api<ProbeExperiment> = Api::namespaced(client.clone(), namespace);
     let mut names = Vec::new();
@@ -169,9 +186,23 @@ pub async fn run(client: &Client, namespace: &str, experiments: Vec<crate::crd::
         RunFormat::Human => {
             for e in &finished {
                 let s = e.status.clone().unwrap_or_default();
-                writeln!(out, "\n{} — {:?} ({}){}", e.name_any(), s.phase, s.summary, s.reason.as_ref().map_or(String::new(), |r| format!(": {r}")))?;
+                writeln!(
+                    out,
+                    "\n{} — {:?} ({}){}",
+                    e.name_any(),
+                    s.phase,
+                    s.summary,
+                    s.reason.as_ref().map_or(String::new(), |r| format!(": {r}"))
+                )?;
                 for v in &s.verdicts {
-                    writeln!(out, "  {} {:<40} expected {:<28} observed {}", if v.passed { "✔" } else { "✘" }, v.name, v.expected, v.observed)?;
+                    writeln!(
+                        out,
+                        "  {} {:<40} expected {:<28} observed {}",
+                        if v.passed { "✔" } else { "✘" },
+                        v.name,
+                        v.expected,
+                        v.observed
+                    )?;
                 }
                 for a in &s.actions_done {
                     writeln!(out, "  · action at {a}")?;
@@ -214,7 +245,11 @@ pub fn junit(experiments: &[crate::crd::ProbeExperiment]) -> String {
             s.verdicts.len().max(1)
         ));
         if let (crate::crd::experiment::ExperimentPhase::Error, Some(reason)) = (s.phase, &s.reason) {
-            xml.push_str(&format!("    <testcase name=\"run\" classname=\"{}\"><error message=\"{}\"/></testcase>\n", esc(&e.name_any()), esc(reason)));
+            xml.push_str(&format!(
+                "    <testcase name=\"run\" classname=\"{}\"><error message=\"{}\"/></testcase>\n",
+                esc(&e.name_any()),
+                esc(reason)
+            ));
         }
         for v in &s.verdicts {
             xml.push_str(&format!("    <testcase name=\"{}\" classname=\"{}\">", esc(&v.name), esc(&e.name_any())));

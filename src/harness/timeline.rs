@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use jiff::Timestamp;
 
-use crate::lifecycle::history::{format_seconds, PodHistory};
+use crate::lifecycle::history::{PodHistory, format_seconds};
 use crate::lifecycle::snapshot::ContainerState;
 
 /// What a segment of a lane shows; it decides the glyph and the colour.
@@ -137,23 +137,42 @@ impl Timeline {
                 markers.push(Marker {
                     at: secs(origin, at),
                     lane: lane.clone(),
-                    text: format!("restart #{}: after {measured} (expected {}{announced}) {verdict}", r.number, format_seconds(r.expected_seconds)),
+                    text: format!(
+                        "restart #{}: after {measured} (expected {}{announced}) {verdict}",
+                        r.number,
+                        format_seconds(r.expected_seconds)
+                    ),
                     short: Some(format!("#{} {measured}/{}", r.number, format_seconds(r.expected_seconds))),
                     tone: if r.fits_curve == Some(false) { Tone::Bad } else { Tone::Neutral },
                 });
             }
             for k in &c.probe_kills {
                 if let Some(at) = k.killing_at {
-                    markers.push(Marker { at: secs(origin, at), lane: lane.clone(), text: format!("{} probe kill", k.probe), short: Some("kill".into()), tone: Tone::Bad });
+                    markers.push(Marker {
+                        at: secs(origin, at),
+                        lane: lane.clone(),
+                        text: format!("{} probe kill", k.probe),
+                        short: Some("kill".into()),
+                        tone: Tone::Bad,
+                    });
                 }
             }
         }
         for e in &history.events {
-            let interesting = matches!(e.reason.as_str(), "Unhealthy" | "Killing" | "ProbeWarning" | "FailedPostStartHook" | "FailedPreStopHook" | "ExceededGracePeriod");
+            let interesting = matches!(
+                e.reason.as_str(),
+                "Unhealthy" | "Killing" | "ProbeWarning" | "FailedPostStartHook" | "FailedPreStopHook" | "ExceededGracePeriod"
+            );
             if let (true, Some(at)) = (interesting, e.first_seen) {
                 let lane = e.container.clone().unwrap_or_else(|| "pod".into());
                 let count = if e.count > 1 { format!(" x{}", e.count) } else { String::new() };
-                markers.push(Marker { at: secs(origin, at), lane, text: format!("{}{count}: {}", e.reason, truncate(&e.message, 70)), short: None, tone: Tone::Waiting });
+                markers.push(Marker {
+                    at: secs(origin, at),
+                    lane,
+                    text: format!("{}{count}: {}", e.reason, truncate(&e.message, 70)),
+                    short: None,
+                    tone: Tone::Waiting,
+                });
             }
         }
         markers.sort_by(|a, b| a.at.total_cmp(&b.at));
@@ -249,7 +268,14 @@ impl Timeline {
         let _ = write!(s, r##"<line x1="{LABEL}" y1="{axis_y}" x2="{}" y2="{axis_y}" stroke="#333"/>"##, LABEL + PLOT);
         for i in 0..=10 {
             let t = self.span * f64::from(i) / 10.0;
-            let _ = write!(s, r##"<line x1="{0:.1}" y1="{axis_y}" x2="{0:.1}" y2="{1}" stroke="#333"/><text x="{0:.1}" y="{2}" text-anchor="middle">{3:.0}s</text>"##, x(t), axis_y + 5.0, axis_y + 18.0, t);
+            let _ = write!(
+                s,
+                r##"<line x1="{0:.1}" y1="{axis_y}" x2="{0:.1}" y2="{1}" stroke="#333"/><text x="{0:.1}" y="{2}" text-anchor="middle">{3:.0}s</text>"##,
+                x(t),
+                axis_y + 5.0,
+                axis_y + 18.0,
+                t
+            );
         }
         for (i, m) in self.markers.iter().enumerate() {
             let mx = x(m.at);
@@ -304,9 +330,25 @@ mod tests {
             deleted_at: None,
             phase: Phase::Running,
             conditions: vec![],
-            containers: vec![ContainerSnapshot { name: "app".into(), kind: ContainerKind::App, state: Some(state), last_terminated: last, ready: false, started: None, restart_count: restarts }],
+            containers: vec![ContainerSnapshot {
+                name: "app".into(),
+                kind: ContainerKind::App,
+                state: Some(state),
+                last_terminated: last,
+                ready: false,
+                started: None,
+                restart_count: restarts,
+            }],
         };
-        let term = |s, f| Termination { exit_code: 1, signal: None, reason: Some("Error".into()), message: None, started_at: Some(t(s)), finished_at: Some(t(f)), container_id: Some(format!("c{s}")) };
+        let term = |s, f| Termination {
+            exit_code: 1,
+            signal: None,
+            reason: Some("Error".into()),
+            message: None,
+            started_at: Some(t(s)),
+            finished_at: Some(t(f)),
+            container_id: Some(format!("c{s}")),
+        };
         h.observe(&pod(0, ContainerState::Running { started_at: Some(t(2)) }, None), t(2), Source::Live, &p);
         h.observe(&pod(0, ContainerState::Terminated(term(2, 4)), None), t(4), Source::Live, &p);
         h.observe(&pod(1, ContainerState::Running { started_at: Some(t(4)) }, Some(term(2, 4))), t(4), Source::Live, &p);

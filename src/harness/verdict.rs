@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use jiff::Timestamp;
 
 use crate::crd::experiment::{Expectation, Verdict};
-use crate::lifecycle::history::ContainerHistory;
 use crate::lifecycle::PodHistory;
+use crate::lifecycle::history::ContainerHistory;
 
 /// Probe hit counters per container port, from podlife-target's `GET /hits`
 /// (`counters[probe][result]`).
@@ -48,13 +48,22 @@ fn evaluate_one(e: &Expectation, h: &PodHistory, hits: &HitCounters, created: Ti
             Some(m) => format!("{}..={m}", r.min),
             None => format!(">= {}", r.min),
         };
-        return verdict(format!("restarts of {}", r.container), ok, expected, observed.map_or("no such container".into(), |n| n.to_string()));
+        return verdict(
+            format!("restarts of {}", r.container),
+            ok,
+            expected,
+            observed.map_or("no such container".into(), |n| n.to_string()),
+        );
     }
     if let Some(t) = &e.last_termination {
         let last = container(h, &t.container).and_then(|c| c.terminations.back()).map(|r| &r.termination);
-        let ok = last.is_some_and(|l| t.exit_code.is_none_or(|c| c == l.exit_code) && t.reason.as_ref().is_none_or(|r| l.reason.as_ref() == Some(r)));
-        let expected = format!("exit code {} reason {}", t.exit_code.map_or("any".into(), |c| c.to_string()), t.reason.as_deref().unwrap_or("any"));
-        let observed = last.map_or("no termination".into(), |l| format!("exit code {} reason {}", l.exit_code, l.reason.as_deref().unwrap_or("-")));
+        let ok = last.is_some_and(|l| {
+            t.exit_code.is_none_or(|c| c == l.exit_code) && t.reason.as_ref().is_none_or(|r| l.reason.as_ref() == Some(r))
+        });
+        let expected =
+            format!("exit code {} reason {}", t.exit_code.map_or("any".into(), |c| c.to_string()), t.reason.as_deref().unwrap_or("any"));
+        let observed =
+            last.map_or("no termination".into(), |l| format!("exit code {} reason {}", l.exit_code, l.reason.as_deref().unwrap_or("-")));
         return verdict(format!("last termination of {}", t.container), ok, expected, observed);
     }
     if let Some(ev) = &e.event {
@@ -87,7 +96,8 @@ fn evaluate_one(e: &Expectation, h: &PodHistory, hits: &HitCounters, created: Ti
         return verdict("phase sequence".into(), ok, phases.join(" → "), observed.join(" → "));
     }
     if let Some(n) = e.never_ready_for_seconds {
-        let first_ready = h.conditions.iter().find(|c| c.type_ == "Ready" && c.status == "True").map(|c| c.at.duration_since(created).as_secs_f64());
+        let first_ready =
+            h.conditions.iter().find(|c| c.type_ == "Ready" && c.status == "True").map(|c| c.at.duration_since(created).as_secs_f64());
         let ok = first_ready.is_none_or(|s| s >= n);
         return verdict(
             format!("not Ready for {n}s"),
@@ -108,7 +118,11 @@ fn evaluate_one(e: &Expectation, h: &PodHistory, hits: &HitCounters, created: Ti
             .collect();
         let ok = off.is_empty() && measured.len() >= b.min_restarts as usize;
         let observed = if off.is_empty() {
-            measured.iter().map(|r| format!("#{} {:.0}s/{:.0}s", r.number, r.measured_seconds.unwrap_or(-1.0), r.expected_seconds)).collect::<Vec<_>>().join(", ")
+            measured
+                .iter()
+                .map(|r| format!("#{} {:.0}s/{:.0}s", r.number, r.measured_seconds.unwrap_or(-1.0), r.expected_seconds))
+                .collect::<Vec<_>>()
+                .join(", ")
         } else {
             format!("off the curve: {}", off.join(", "))
         };
@@ -147,9 +161,25 @@ mod tests {
         c.kind = ContainerKind::App;
         h.containers.push(c);
         for (status, at) in [("False", 1), ("True", 12), ("True", 13), ("False", 30)] {
-            h.conditions.push_back(ConditionTransition { type_: "Ready".into(), status: status.into(), reason: None, message: None, at: t(at), source: Default::default() });
+            h.conditions.push_back(ConditionTransition {
+                type_: "Ready".into(),
+                status: status.into(),
+                reason: None,
+                message: None,
+                at: t(at),
+                source: Default::default(),
+            });
         }
-        h.events.push_back(EventRecord { uid: "e".into(), reason: "Killing".into(), type_: "Normal".into(), message: "Container target failed liveness probe, will be restarted".into(), container: Some("target".into()), count: 2, first_seen: None, last_seen: None });
+        h.events.push_back(EventRecord {
+            uid: "e".into(),
+            reason: "Killing".into(),
+            type_: "Normal".into(),
+            message: "Container target failed liveness probe, will be restarted".into(),
+            container: Some("target".into()),
+            count: 2,
+            first_seen: None,
+            last_seen: None,
+        });
         h
     }
 
@@ -161,13 +191,31 @@ mod tests {
         let exps = vec![
             Expectation { restarts: Some(CountRange { container: "target".into(), min: 1, max: None }), ..Default::default() },
             Expectation { restarts: Some(CountRange { container: "target".into(), min: 0, max: Some(0) }), ..Default::default() },
-            Expectation { event: Some(EventExpectation { reason: "Killing".into(), message_contains: Some("liveness".into()), seen: true }), ..Default::default() },
-            Expectation { event: Some(EventExpectation { reason: "ProbeWarning".into(), message_contains: None, seen: false }), ..Default::default() },
-            Expectation { condition_sequence: Some(ConditionSequence { type_: "Ready".into(), statuses: vec!["False".into(), "True".into(), "False".into()] }), ..Default::default() },
+            Expectation {
+                event: Some(EventExpectation { reason: "Killing".into(), message_contains: Some("liveness".into()), seen: true }),
+                ..Default::default()
+            },
+            Expectation {
+                event: Some(EventExpectation { reason: "ProbeWarning".into(), message_contains: None, seen: false }),
+                ..Default::default()
+            },
+            Expectation {
+                condition_sequence: Some(ConditionSequence {
+                    type_: "Ready".into(),
+                    statuses: vec!["False".into(), "True".into(), "False".into()],
+                }),
+                ..Default::default()
+            },
             Expectation { never_ready_for_seconds: Some(10.0), ..Default::default() },
             Expectation { never_ready_for_seconds: Some(20.0), ..Default::default() },
-            Expectation { probe_hits: Some(ProbeHitsExpectation { probe: "liveness".into(), min: 5, max: Some(10), port: 9090 }), ..Default::default() },
-            Expectation { probe_hits: Some(ProbeHitsExpectation { probe: "liveness".into(), min: 1, max: None, port: 9190 }), ..Default::default() },
+            Expectation {
+                probe_hits: Some(ProbeHitsExpectation { probe: "liveness".into(), min: 5, max: Some(10), port: 9090 }),
+                ..Default::default()
+            },
+            Expectation {
+                probe_hits: Some(ProbeHitsExpectation { probe: "liveness".into(), min: 1, max: None, port: 9190 }),
+                ..Default::default()
+            },
         ];
         let v = evaluate(&exps, &h, &hits, t(0));
         let passed: Vec<bool> = v.iter().map(|v| v.passed).collect();

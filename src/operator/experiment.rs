@@ -15,43 +15,55 @@ use futures::TryStreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use kube::runtime::watcher::{self, watcher};
 use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 
 use crate::crd::experiment::{ExperimentPhase, ExperimentStatus, ProbeExperiment};
-use crate::harness::verdict::{evaluate, HitCounters};
+use crate::harness::verdict::{HitCounters, evaluate};
 use crate::lifecycle::{BackoffProfile, EventSnapshot, PodHistory, PodSnapshot, Source};
 
 const TICK: Duration = Duration::from_millis(200);
 
 /// Watches ProbeExperiments in `namespaces` (all if empty) and runs each new one once.
 pub async fn run_experiments(client: Client, namespaces: Vec<String>, target_image: String, profile: BackoffProfile) {
-    let apis: Vec<Api<ProbeExperiment>> =
-        if namespaces.is_empty() { vec![Api::all(client.clone())] } else { namespaces.iter().map(|ns| Api::namespaced(client.clone(), ns)).collect() };
+    let apis: Vec<Api<ProbeExperiment>> = if namespaces.is_empty() {
+        vec![Api::all(client.clone())]
+    } else {
+        namespaces.iter().map(|ns| Api::namespaced(client.clone(), ns)).collect()
+    };
     let started: Arc<Mutex<HashSet<String>>> = Arc::default();
     let streams = apis.into_iter().map(|api| {
         let client = client.clone();
         let started = Arc::clone(&started);
         let image = target_image.clone();
-        watcher(api, watcher::Config::default()).default_backoff().applied_objects().map_err(|e| tracing::warn!(error = %e, "experiment watch error")).try_for_each(move |exp: ProbeExperiment| {
-            let uid = exp.uid().unwrap_or_default();
-            let phase = exp.status.as_ref().map(|s| s.phase).unwrap_or_default();
-            let fresh = started.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(uid);
-            if fresh && !phase.is_final() {
-                let (client, image) = (client.clone(), image.clone());
-                tokio::spawn(async move {
-                    if phase == ExperimentPhase::Running {
-                        let status = ExperimentStatus { phase: ExperimentPhase::Error, reason: Some("the operator restarted while this experiment ran; its actions cannot be resumed".into()), finished_at: Some(Timestamp::now()), ..exp.status.clone().unwrap_or_default() };
-                        write_status(&client, &exp, &status).await;
-                    } else {
-                        run_one(client, exp, image, profile).await;
-                    }
-                });
-            }
-            futures::future::ready(Ok(()))
-        })
+        watcher(api, watcher::Config::default())
+            .default_backoff()
+            .applied_objects()
+            .map_err(|e| tracing::warn!(error = %e, "experiment watch error"))
+            .try_for_each(move |exp: ProbeExperiment| {
+                let uid = exp.uid().unwrap_or_default();
+                let phase = exp.status.as_ref().map(|s| s.phase).unwrap_or_default();
+                let fresh = started.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(uid);
+                if fresh && !phase.is_final() {
+                    let (client, image) = (client.clone(), image.clone());
+                    tokio::spawn(async move {
+                        if phase == ExperimentPhase::Running {
+                            let status = ExperimentStatus {
+                                phase: ExperimentPhase::Error,
+                                reason: Some("the operator restarted while this experiment ran; its actions cannot be resumed".into()),
+                                finished_at: Some(Timestamp::now()),
+                                ..exp.status.clone().unwrap_or_default()
+                            };
+                            write_status(&client, &exp, &status).await;
+                        } else {
+                            run_one(client, exp, image, profile).await;
+                        }
+                    });
+                }
+                futures::future::ready(Ok(()))
+            })
     });
     let _ = futures::future::join_all(streams).await;
 }
@@ -116,7 +128,13 @@ async fn run_one(client: Client, exp: ProbeExperiment, image: String, profile: B
     let _ = pods.delete(&pod_name(&exp.name_any()), &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await;
 }
 
-async fn observe(client: &Client, exp: &ProbeExperiment, image: &str, profile: &BackoffProfile, status: &mut ExperimentStatus) -> Result<(), String> {
+async fn observe(
+    client: &Client,
+    exp: &ProbeExperiment,
+    image: &str,
+    profile: &BackoffProfile,
+    status: &mut ExperimentStatus,
+) -> Result<(), String> {
     let ns = exp.namespace().unwrap_or_default();
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let name = pod_name(&exp.name_any());
@@ -127,7 +145,8 @@ async fn observe(client: &Client, exp: &ProbeExperiment, image: &str, profile: &
         }
         tokio::time::sleep(TICK).await;
     }
-    let created = pods.create(&PostParams::default(), &build_pod(exp, image)?).await.map_err(|e| format!("cannot create pod {name}: {e}"))?;
+    let created =
+        pods.create(&PostParams::default(), &build_pod(exp, image)?).await.map_err(|e| format!("cannot create pod {name}: {e}"))?;
     let created_at = created.metadata.creation_timestamp.clone().map_or_else(Timestamp::now, |t| t.0);
     let uid = created.uid().unwrap_or_default();
     status.pod_name = Some(name.clone());
@@ -141,7 +160,12 @@ async fn observe(client: &Client, exp: &ProbeExperiment, image: &str, profile: &
         let cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
         tokio::spawn(watcher(pods.clone(), cfg).default_backoff().applied_objects().try_for_each(move |p: Pod| {
             if p.uid().as_deref() == Some(uid.as_str()) {
-                history.lock().unwrap_or_else(std::sync::PoisonError::into_inner).observe(&PodSnapshot::from_pod(&p), Timestamp::now(), Source::Live, &profile);
+                history.lock().unwrap_or_else(std::sync::PoisonError::into_inner).observe(
+                    &PodSnapshot::from_pod(&p),
+                    Timestamp::now(),
+                    Source::Live,
+                    &profile,
+                );
             }
             futures::future::ready(Ok(()))
         }))
@@ -171,7 +195,10 @@ async fn observe(client: &Client, exp: &ProbeExperiment, image: &str, profile: &
                 (Some(at), _) => Some(*at),
                 (None, Some(cond)) => {
                     let h = history.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                    h.conditions.iter().find(|c| &c.type_ == cond && c.status == "True").map(|c| c.at.duration_since(created_at).as_secs_f64())
+                    h.conditions
+                        .iter()
+                        .find(|c| &c.type_ == cond && c.status == "True")
+                        .map(|c| c.at.duration_since(created_at).as_secs_f64())
                 }
                 (None, None) => Some(0.0),
             }

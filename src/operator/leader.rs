@@ -3,19 +3,19 @@
 //! The holder renews every `renew_every`; a lease not renewed for `lease_duration` may be
 //! taken over. A holder that cannot renew in time exits rather than risk two writers.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
-use kube::api::{PostParams, Patch, PatchParams};
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
 use tokio::sync::watch;
 
-use super::{kube_err, Result};
+use super::{Result, kube_err};
 
 #[derive(Debug, Clone)]
 pub struct LeaseConfig {
@@ -39,7 +39,12 @@ fn expired(lease: &Lease, now: Timestamp) -> bool {
 
 /// Waits until this replica holds the lease (or shutdown). Marks the replica ready while it
 /// waits, so a rolling update is not blocked by a healthy standby.
-pub async fn acquire(client: Client, cfg: LeaseConfig, shutdown: &mut watch::Receiver<bool>, ready: &Arc<AtomicBool>) -> Result<LeaseConfig> {
+pub async fn acquire(
+    client: Client,
+    cfg: LeaseConfig,
+    shutdown: &mut watch::Receiver<bool>,
+    ready: &Arc<AtomicBool>,
+) -> Result<LeaseConfig> {
     let api: Api<Lease> = Api::namespaced(client, &cfg.namespace);
     ready.store(true, Ordering::SeqCst);
     loop {

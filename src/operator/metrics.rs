@@ -48,9 +48,17 @@ impl Metrics {
         let write_latency = Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.001, 2.0, 14));
         let queue_depth = Gauge::default();
         let tracked_pods = Gauge::default();
-        registry.register("transitions", "Transitions recorded into reports, by kind and whether seen live or rebuilt", transitions.clone());
+        registry.register(
+            "transitions",
+            "Transitions recorded into reports, by kind and whether seen live or rebuilt",
+            transitions.clone(),
+        );
         registry.register("report_writes", "Report status writes, by outcome", writes.clone());
-        registry.register("restart_delay_seconds", "Measured restart delays (previous finishedAt to next startedAt)", restart_delay.clone());
+        registry.register(
+            "restart_delay_seconds",
+            "Measured restart delays (previous finishedAt to next startedAt)",
+            restart_delay.clone(),
+        );
         registry.register("report_write_latency_seconds", "Latency of one report write", write_latency.clone());
         registry.register("write_queue_depth", "Reports with changes waiting for the next write window", queue_depth.clone());
         registry.register("tracked_pods", "Pods with a history in memory", tracked_pods.clone());

@@ -26,8 +26,8 @@ use std::time::Duration;
 
 use futures::TryStreamExt;
 use k8s_openapi::api::core::v1::{Event, Pod};
-use kube::runtime::watcher::{self, watcher};
 use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, watcher};
 use kube::{Api, Client};
 use tokio::sync::watch;
 
@@ -180,25 +180,27 @@ async fn watch_pods(client: Client, store: Arc<Store>, selection: Selection, rea
         let synced = Arc::clone(&synced);
         let ready = Arc::clone(&ready);
         let mut seen = std::collections::HashSet::new();
-        watcher(api, cfg).default_backoff().map_err(|e| tracing::warn!(error = %e, "pod watch error; retrying")).try_for_each(move |event| {
-            match event {
-                // A (re)list: what follows is rebuilt state, not live observation.
-                watcher::Event::Init => seen.clear(),
-                watcher::Event::InitApply(pod) => {
-                    seen.insert(pod.metadata.uid.clone().unwrap_or_default());
-                    store.observe_pod(&pod, crate::lifecycle::Source::Rebuilt, false);
-                }
-                watcher::Event::InitDone => {
-                    store.mark_missing_as_deleted(&seen);
-                    if synced.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 >= total {
-                        ready.store(true, std::sync::atomic::Ordering::SeqCst);
+        watcher(api, cfg).default_backoff().map_err(|e| tracing::warn!(error = %e, "pod watch error; retrying")).try_for_each(
+            move |event| {
+                match event {
+                    // A (re)list: what follows is rebuilt state, not live observation.
+                    watcher::Event::Init => seen.clear(),
+                    watcher::Event::InitApply(pod) => {
+                        seen.insert(pod.metadata.uid.clone().unwrap_or_default());
+                        store.observe_pod(&pod, crate::lifecycle::Source::Rebuilt, false);
                     }
+                    watcher::Event::InitDone => {
+                        store.mark_missing_as_deleted(&seen);
+                        if synced.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 >= total {
+                            ready.store(true, std::sync::atomic::Ordering::SeqCst);
+                        }
+                    }
+                    watcher::Event::Apply(pod) => store.observe_pod(&pod, crate::lifecycle::Source::Live, false),
+                    watcher::Event::Delete(pod) => store.observe_pod(&pod, crate::lifecycle::Source::Live, true),
                 }
-                watcher::Event::Apply(pod) => store.observe_pod(&pod, crate::lifecycle::Source::Live, false),
-                watcher::Event::Delete(pod) => store.observe_pod(&pod, crate::lifecycle::Source::Live, true),
-            }
-            futures::future::ready(Ok(()))
-        })
+                futures::future::ready(Ok(()))
+            },
+        )
     });
     let _ = futures::future::join_all(streams).await;
 }
@@ -211,12 +213,14 @@ async fn watch_events(client: Client, store: Arc<Store>, selection: Selection) {
     };
     let streams = apis.into_iter().map(|api| {
         let store = Arc::clone(&store);
-        watcher(api, cfg.clone()).default_backoff().touched_objects().map_err(|e| tracing::warn!(error = %e, "event watch error; retrying")).try_for_each(
-            move |event: Event| {
+        watcher(api, cfg.clone())
+            .default_backoff()
+            .touched_objects()
+            .map_err(|e| tracing::warn!(error = %e, "event watch error; retrying"))
+            .try_for_each(move |event: Event| {
                 store.observe_event(&event);
                 futures::future::ready(Ok(()))
-            },
-        )
+            })
     });
     let _ = futures::future::join_all(streams).await;
 }

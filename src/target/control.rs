@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -24,7 +24,7 @@ use serde_json::json;
 use super::process::{self, SigtermMode};
 use super::record::{HookKind, ProbeKind, Transport};
 use super::script::Script;
-use super::{listen_addr, lock, Result, Target, TcpMode};
+use super::{Result, Target, TcpMode, listen_addr, lock};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HitLabels {
@@ -60,9 +60,7 @@ impl Metrics {
     }
 
     pub fn hit(&self, probe: ProbeKind, transport: Transport, result: &str) {
-        self.hits
-            .get_or_create(&HitLabels { probe: probe.to_string(), transport: transport.as_str().into(), result: result.into() })
-            .inc();
+        self.hits.get_or_create(&HitLabels { probe: probe.to_string(), transport: transport.as_str().into(), result: result.into() }).inc();
     }
 }
 
@@ -112,7 +110,11 @@ pub fn router(target: &Arc<Target>) -> Router {
             let expected = Arc::clone(&expected);
             async move {
                 let ok = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) == Some(expected.as_str());
-                if ok { next.run(req).await } else { ApiError(StatusCode::UNAUTHORIZED, "missing or wrong bearer token".into()).into_response() }
+                if ok {
+                    next.run(req).await
+                } else {
+                    ApiError(StatusCode::UNAUTHORIZED, "missing or wrong bearer token".into()).into_response()
+                }
             }
         }));
     }
@@ -149,13 +151,15 @@ async fn hits(State(t): State<Arc<Target>>, Query(q): Query<SinceQuery>) -> Resp
 
 async fn metrics(State(t): State<Arc<Target>>) -> ApiResult {
     let mut out = String::new();
-    prometheus_client::encoding::text::encode(&mut out, &t.metrics.registry).map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    prometheus_client::encoding::text::encode(&mut out, &t.metrics.registry)
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     Ok(([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], out).into_response())
 }
 
 async fn scripts(State(t): State<Arc<Target>>) -> Response {
     let m = lock(&t.mutable);
-    let probes: BTreeMap<_, _> = m.probes.iter().map(|(k, s)| (k.as_str(), json!({"script": s.script.source, "cursor": s.cursor}))).collect();
+    let probes: BTreeMap<_, _> =
+        m.probes.iter().map(|(k, s)| (k.as_str(), json!({"script": s.script.source, "cursor": s.cursor}))).collect();
     let hooks: BTreeMap<_, _> = m.hooks.iter().map(|(k, s)| (k.as_str(), s.script.source.clone())).collect();
     Json(json!({
         "probes": probes, "hooks": hooks, "tcp": m.tcp_modes, "sigterm": m.sigterm,
@@ -202,7 +206,11 @@ struct TcpQuery {
     state: TcpMode,
 }
 
-async fn set_tcp(State(t): State<Arc<Target>>, Path(probe): Path<String>, q: Result<Query<TcpQuery>, axum::extract::rejection::QueryRejection>) -> ApiResult {
+async fn set_tcp(
+    State(t): State<Arc<Target>>,
+    Path(probe): Path<String>,
+    q: Result<Query<TcpQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult {
     let kind = probe_kind(&probe)?;
     let Query(q) = q.map_err(|e| bad(format!("{e}: expected ?state=open|closed|auto")))?;
     lock(&t.mutable).tcp_modes.insert(kind, q.state);
@@ -230,7 +238,8 @@ async fn set_sigterm(State(t): State<Arc<Target>>, q: Result<Query<SigtermQuery>
     if let Some(l) = q.live {
         m.live_while_terminating = l;
     }
-    let summary = json!({"sigterm": m.sigterm, "readyWhileTerminating": m.ready_while_terminating, "liveWhileTerminating": m.live_while_terminating});
+    let summary =
+        json!({"sigterm": m.sigterm, "readyWhileTerminating": m.ready_while_terminating, "liveWhileTerminating": m.live_while_terminating});
     drop(m);
     t.event("sigterm-mode", summary.to_string());
     Ok(Json(summary).into_response())

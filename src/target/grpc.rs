@@ -15,7 +15,7 @@ use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 
 use super::record::{ProbeKind, Transport};
 use super::script::Action;
-use super::{bind, listen_addr, Error, Result, Target};
+use super::{Error, Result, Target, bind, listen_addr};
 
 const HANG_LIMIT: Duration = Duration::from_secs(600);
 const WATCH_POLL: Duration = Duration::from_millis(200);

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::{Extension, Router};
@@ -18,7 +18,7 @@ use tower::ServiceExt;
 
 use super::record::{HookKind, ProbeKind, Transport};
 use super::script::Action;
-use super::{bind, listen_addr, Result, Target};
+use super::{Result, Target, bind, listen_addr};
 
 /// Longest a `hang` holds a request, so hung requests cannot pile up forever.
 const HANG_LIMIT: Duration = Duration::from_secs(600);

@@ -4,9 +4,9 @@
 //! Layout: [`script`] and [`record`] are pure; [`Target`] holds the shared state and decides
 //! each answer; [`serve`] wires the transports (HTTP, TCP, gRPC, exec) and the control API.
 
+mod control;
 pub mod record;
 pub mod script;
-mod control;
 pub use control::router as control_router;
 mod exec;
 mod grpc;
@@ -22,9 +22,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub use exec::{exec_client, ExecRequest};
+pub use exec::{ExecRequest, exec_client};
 pub use process::SigtermMode;
-use record::{HookKind, Hit, LifecycleEvent, ProbeKind, Record, Transport};
+use record::{Hit, HookKind, LifecycleEvent, ProbeKind, Record, Transport};
 use script::{Action, Cursor, Script};
 
 /// Errors of the target. Request-level problems are answered as HTTP 400s, not errors here.
@@ -162,11 +162,7 @@ impl Target {
         };
         let boot = saved.boot + 1;
         let restore = |kind: &str, script: &Script| -> Cursor {
-            saved
-                .cursors
-                .get(kind)
-                .filter(|c| c.source == script.source)
-                .map_or_else(|| script.start(now), |c| c.cursor)
+            saved.cursors.get(kind).filter(|c| c.source == script.source).map_or_else(|| script.start(now), |c| c.cursor)
         };
         let probes = ProbeKind::ALL
             .iter()

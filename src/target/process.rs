@@ -110,7 +110,7 @@ pub fn crash(target: &Target) -> ! {
 /// Handles SIGTERM and SIGINT according to the current [`SigtermMode`].
 pub fn spawn_signal_handler(target: Arc<Target>) {
     tokio::spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
+        use tokio::signal::unix::{SignalKind, signal};
         let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
             tracing::error!("cannot install signal handlers");
             return;

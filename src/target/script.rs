@@ -229,11 +229,7 @@ impl<'a> Parser<'a> {
             Some("redirect") => {
                 let target = self.next();
                 match target {
-                    Some(ref t)
-                        if t.text.starts_with('/')
-                            || t.text.starts_with("http://")
-                            || t.text.starts_with("https://") =>
-                    {
+                    Some(ref t) if t.text.starts_with('/') || t.text.starts_with("http://") || t.text.starts_with("https://") => {
                         Ok(Action::Redirect { location: t.text.to_string() })
                     }
                     other => Err(self.error(other.as_ref(), "a redirect target: /path or http(s)://host/path")),
@@ -357,8 +353,7 @@ impl Script {
         }
         // A repeating, purely time-based script is periodic: skip whole cycles at once.
         if self.repeat && cursor.step == 0 {
-            let cycle: Option<u64> =
-                self.steps.iter().map(|s| if let Span::For(d) = s.span { Some(millis_of(d)) } else { None }).sum();
+            let cycle: Option<u64> = self.steps.iter().map(|s| if let Span::For(d) = s.span { Some(millis_of(d)) } else { None }).sum();
             if let Some(cycle) = cycle.filter(|c| *c > 0) {
                 let elapsed = now_ms.saturating_sub(cursor.step_started_ms);
                 cursor.step_started_ms += elapsed - elapsed % cycle;
@@ -467,15 +462,14 @@ mod tests {
     fn fail_codes_are_told_apart_from_counts() {
         assert_eq!(parse("fail 500").steps[0].action, Action::Fail { code: Some(500) });
         assert_eq!(parse("fail 2 times, ok").steps[0], Step { action: Action::Fail { code: None }, span: Span::Hits(2) });
-        assert_eq!(
-            parse("fail 42 2 times, ok").steps[0],
-            Step { action: Action::Fail { code: Some(42) }, span: Span::Hits(2) }
-        );
+        assert_eq!(parse("fail 42 2 times, ok").steps[0], Step { action: Action::Fail { code: Some(42) }, span: Span::Hits(2) });
     }
 
     #[test]
     fn every_action_parses() {
-        let s = parse("hang 1 hit, slow 1500ms for 1m, close for 2s, redirect /status/503 2 hits, redirect http://10.255.255.1/x for 1s, repeat");
+        let s = parse(
+            "hang 1 hit, slow 1500ms for 1m, close for 2s, redirect /status/503 2 hits, redirect http://10.255.255.1/x for 1s, repeat",
+        );
         let actions: Vec<_> = s.steps.iter().map(|s| s.action.label()).collect();
         assert_eq!(actions, ["hang", "slow", "close", "redirect", "redirect"]);
         assert_eq!(s.steps[1].action, Action::Slow { delay: Duration::from_millis(1500) });

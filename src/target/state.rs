@@ -42,10 +42,8 @@ impl Store {
     /// not silently reset, because a reset would change what a test observes.
     pub fn load(&self) -> Result<Saved> {
         match std::fs::read(&self.path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::State {
-                path: self.path.clone(),
-                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
-            }),
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| Error::State { path: self.path.clone(), source: std::io::Error::new(std::io::ErrorKind::InvalidData, e) }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Saved::default()),
             Err(source) => Err(Error::State { path: self.path.clone(), source }),
         }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 
 use super::record::{ProbeKind, Transport};
-use super::{bind, listen_addr, Target};
+use super::{Target, bind, listen_addr};
 
 /// How often a listener re-reads its script: the open/close decision lags by at most this.
 const POLL: Duration = Duration::from_millis(100);

@@ -3,7 +3,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use crate::operator::{install_crds, Operator};
+use crate::operator::{Operator, install_crds};
 use crate::support::with_namespace;
 
 fn cli(args: &[&str]) -> (Option<i32>, String, String) {
@@ -16,14 +16,23 @@ async fn the_example_experiments_pass_and_a_wrong_expectation_fails_with_its_obs
     with_namespace("experiments", |ns| async move {
         install_crds(&ns).await;
         let _op = Operator::start_with(&ns, &["--experiments"]);
-        let (code, junit, err) = cli(&["run", "manifests/examples/experiments/liveness-http-restart.yaml", "manifests/examples/experiments/readiness-exec-never-ready.yaml", "-n", &ns.name, "-o", "junit"]);
+        let (code, junit, err) = cli(&[
+            "run",
+            "manifests/examples/experiments/liveness-http-restart.yaml",
+            "manifests/examples/experiments/readiness-exec-never-ready.yaml",
+            "-n",
+            &ns.name,
+            "-o",
+            "junit",
+        ]);
         assert_eq!(code, Some(0), "{junit}\n{err}");
         assert_eq!(junit.matches("<testcase").count(), 8, "{junit}");
         assert!(!junit.contains("<failure") && !junit.contains("<error"), "{junit}");
 
         // The same liveness failure with a wrong belief: "no restart". It must fail and say why.
         let wrong = std::env::temp_dir().join(format!("{}-wrong.yaml", ns.name));
-        let text = std::fs::read_to_string("manifests/examples/experiments/liveness-http-restart.yaml").unwrap()
+        let text = std::fs::read_to_string("manifests/examples/experiments/liveness-http-restart.yaml")
+            .unwrap()
             .replace("name: liveness-http-restart", "name: wrong-belief")
             .replace("restarts: {container: target, min: 1, max: 1}", "restarts: {container: target, min: 0, max: 0}");
         std::fs::write(&wrong, text).unwrap();

@@ -8,12 +8,12 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::rbac::v1::ClusterRole;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::Api;
+use kube::api::{DeleteParams, ListParams, PostParams};
 use serde_json::json;
 
 use crate::operator::wait_report;
-use crate::support::{with_namespace, TARGET_IMAGE};
+use crate::support::{TARGET_IMAGE, with_namespace};
 
 fn helm(args: &[&str]) -> (bool, String) {
     let bin = std::env::var("PODLIFE_HELM").unwrap_or_else(|_| "helm".into());
@@ -56,7 +56,26 @@ async fn helm_installs_upgrades_and_uninstalls_the_in_cluster_operator() {
         // Unique per run: the chart's ClusterRole is cluster-scoped and named after the release.
         let release = format!("podlife-{}", ns.name.rsplit('-').next().unwrap());
         let _guard = Release { name: release.clone(), namespace: release_ns.clone() };
-        let install = ["install", release.as_str(), "charts/podlife", "-n", &release_ns, "--set", "image.pullPolicy=Never", "--set", &selection, "--set", "logging.format=text", "--set", "writeWindow=500ms", "--set", "experiments.enabled=true", "--wait", "--timeout", "120s"];
+        let install = [
+            "install",
+            release.as_str(),
+            "charts/podlife",
+            "-n",
+            &release_ns,
+            "--set",
+            "image.pullPolicy=Never",
+            "--set",
+            &selection,
+            "--set",
+            "logging.format=text",
+            "--set",
+            "writeWindow=500ms",
+            "--set",
+            "experiments.enabled=true",
+            "--wait",
+            "--timeout",
+            "120s",
+        ];
         let (ok, out) = helm(&install);
         assert!(ok, "helm install: {out}");
         assert!(out.contains("kubectl get podlifecycles"), "NOTES tell how to start: {out}");

@@ -3,5 +3,5 @@ mod experiment;
 mod helm;
 mod operator;
 mod smoke;
-mod target;
 mod support;
+mod target;

@@ -5,14 +5,14 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{ListParams, Patch, PatchParams};
 use kube::Api;
+use kube::api::{ListParams, Patch, PatchParams};
 use podlife::crd::PodLifecycle;
-use podlife::lifecycle::history::{ContainerHistory, PodHistory};
 use podlife::lifecycle::Source;
+use podlife::lifecycle::history::{ContainerHistory, PodHistory};
 use serde_json::json;
 
-use crate::support::{with_namespace, TestNs, TARGET_IMAGE};
+use crate::support::{TARGET_IMAGE, TestNs, with_namespace};
 
 pub struct Operator {
     child: Child,
@@ -66,14 +66,20 @@ impl Drop for Operator {
 
 /// Installs the CRDs generated from the Rust types (idempotent, server-side apply).
 pub async fn install_crds(ns: &TestNs) {
-    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> = Api::all(ns.client.clone());
+    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        Api::all(ns.client.clone());
     let pp = PatchParams::apply("podlife-e2e").force();
     for crd in podlife::crd::all_crds() {
         let name = crd.metadata.name.clone().unwrap();
         crds.patch(&name, &pp, &Patch::Apply(&crd)).await.unwrap_or_else(|e| panic!("apply CRD {name}: {e}"));
         let mut established = false;
         for _ in 0..50 {
-            established = crds.get(&name).await.ok().and_then(|c| c.status?.conditions).is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True"));
+            established = crds
+                .get(&name)
+                .await
+                .ok()
+                .and_then(|c| c.status?.conditions)
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True"));
             if established {
                 break;
             }
@@ -97,7 +103,11 @@ pub async fn wait_report(ns: &TestNs, pod: &str, what: &str, limit: Duration, pr
             }
             last = Some(status);
         }
-        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for the report of {pod}: {what}\nlast report: {}", serde_json::to_string_pretty(&last).unwrap());
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for the report of {pod}: {what}\nlast report: {}",
+            serde_json::to_string_pretty(&last).unwrap()
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
@@ -131,7 +141,16 @@ async fn a_crash_loop_report_follows_the_kubelets_back_off_curve() {
         })
         .await;
         let c = container(&h, "app");
-        let table: Vec<String> = c.restarts.iter().map(|r| format!("#{} measured {:?} announced {:?} expected {}", r.number, r.measured_seconds, r.announced_seconds, r.expected_seconds)).collect();
+        let table: Vec<String> = c
+            .restarts
+            .iter()
+            .map(|r| {
+                format!(
+                    "#{} measured {:?} announced {:?} expected {}",
+                    r.number, r.measured_seconds, r.announced_seconds, r.expected_seconds
+                )
+            })
+            .collect();
         eprintln!("crash loop as recorded by the operator:\n  {}", table.join("\n  "));
         let first = &c.restarts[0];
         assert!(first.measured_seconds.unwrap() <= 2.0, "the first restart is immediate: {table:?}");
@@ -214,13 +233,19 @@ async fn job_pods_fail_under_never_and_restart_under_on_failure() {
         let _op = Operator::start(&ns);
         ns.create_pod(tracked_pod("never", "Never", json!([target("job", &["--boot", "fail 1"])]))).await;
         ns.create_pod(tracked_pod("onfailure", "OnFailure", json!([target("job", &["--boot", "fail 1"])]))).await;
-        let never = wait_report(&ns, "never", "phase Failed", Duration::from_secs(60), |h| h.summary.phase == Some(podlife::lifecycle::snapshot::Phase::Failed)).await;
+        let never = wait_report(&ns, "never", "phase Failed", Duration::from_secs(60), |h| {
+            h.summary.phase == Some(podlife::lifecycle::snapshot::Phase::Failed)
+        })
+        .await;
         let job = container(&never, "job");
         assert_eq!((job.restart_count, job.terminations.len()), (0, 1));
         assert_eq!(job.terminations[0].termination.exit_code, 1);
         let phases: Vec<_> = never.phases.iter().map(|p| p.phase.as_str()).collect();
         assert_eq!(phases.last(), Some(&"Failed"), "{phases:?}");
-        let onfailure = wait_report(&ns, "onfailure", "two restarts", Duration::from_secs(90), |h| h.containers.first().is_some_and(|c| c.restart_count >= 2)).await;
+        let onfailure = wait_report(&ns, "onfailure", "two restarts", Duration::from_secs(90), |h| {
+            h.containers.first().is_some_and(|c| c.restart_count >= 2)
+        })
+        .await;
         assert_ne!(onfailure.summary.phase, Some(podlife::lifecycle::snapshot::Phase::Failed));
         assert!(container(&onfailure, "job").terminations.len() >= 2);
     })
@@ -232,7 +257,8 @@ async fn a_sidecar_restarts_while_the_app_keeps_running() {
     with_namespace("op_sidecar", |ns| async move {
         install_crds(&ns).await;
         let _op = Operator::start(&ns);
-        let mut sidecar = target("sidecar", &["--probe-port", "8180", "--control-port", "9190", "--grpc-port", "9100", "--tcp-ports", "0,0,0"]);
+        let mut sidecar =
+            target("sidecar", &["--probe-port", "8180", "--control-port", "9190", "--grpc-port", "9100", "--tcp-ports", "0,0,0"]);
         sidecar["restartPolicy"] = json!("Always");
         sidecar["readinessProbe"] = json!({"httpGet": {"path": "/readyz", "port": 8180}, "periodSeconds": 1});
         let pod = json!({
@@ -248,7 +274,11 @@ async fn a_sidecar_restarts_while_the_app_keeps_running() {
         .await;
         ns.target_call("withsidecar", 9190, "POST", "/quitquitquit?code=3").await;
         let h = wait_report(&ns, "withsidecar", "the sidecar restarted", Duration::from_secs(60), |h| {
-            h.containers.iter().any(|c| c.name == "sidecar" && c.restart_count == 1 && c.states.back().is_some_and(|s| matches!(s.state, podlife::lifecycle::snapshot::ContainerState::Running { .. })))
+            h.containers.iter().any(|c| {
+                c.name == "sidecar"
+                    && c.restart_count == 1
+                    && c.states.back().is_some_and(|s| matches!(s.state, podlife::lifecycle::snapshot::ContainerState::Running { .. }))
+            })
         })
         .await;
         let side = container(&h, "sidecar");
@@ -257,7 +287,10 @@ async fn a_sidecar_restarts_while_the_app_keeps_running() {
         let app = container(&h, "app");
         assert_eq!(app.restart_count, 0);
         assert!(app.terminations.is_empty(), "the app kept running");
-        assert_eq!(app.states.iter().filter(|s| matches!(s.state, podlife::lifecycle::snapshot::ContainerState::Running { .. })).count(), 1);
+        assert_eq!(
+            app.states.iter().filter(|s| matches!(s.state, podlife::lifecycle::snapshot::ContainerState::Running { .. })).count(),
+            1
+        );
     })
     .await;
 }
@@ -270,7 +303,8 @@ async fn an_operator_killed_mid_run_rebuilds_without_duplicates() {
         let mut c = target("app", &["--liveness", "ok for 2s, then fail"]);
         c["livenessProbe"] = json!({"httpGet": {"path": "/healthz", "port": 8080}, "periodSeconds": 1, "failureThreshold": 1});
         ns.create_pod(tracked_pod("churn", "Always", json!([c]))).await;
-        wait_report(&ns, "churn", "one restart", Duration::from_secs(60), |h| h.containers.first().is_some_and(|c| c.restart_count >= 1)).await;
+        wait_report(&ns, "churn", "one restart", Duration::from_secs(60), |h| h.containers.first().is_some_and(|c| c.restart_count >= 1))
+            .await;
         op.crash();
         // While no operator runs, the kubelet restarts the container again.
         ns.wait_pod("churn", "two more restarts", Duration::from_secs(120), |p: Option<&Pod>| {
@@ -280,7 +314,10 @@ async fn an_operator_killed_mid_run_rebuilds_without_duplicates() {
         let _op = Operator::start(&ns);
         let pod = ns.pods().get("churn").await.unwrap();
         let now = pod.status.unwrap().container_statuses.unwrap()[0].restart_count;
-        let h = wait_report(&ns, "churn", "caught up with the pod", Duration::from_secs(60), |h| h.containers.first().is_some_and(|c| c.restart_count >= now)).await;
+        let h = wait_report(&ns, "churn", "caught up with the pod", Duration::from_secs(60), |h| {
+            h.containers.first().is_some_and(|c| c.restart_count >= now)
+        })
+        .await;
         let app = container(&h, "app");
         let numbers: Vec<i32> = app.restarts.iter().map(|r| r.number).collect();
         let mut unique = numbers.clone();
@@ -292,7 +329,10 @@ async fn an_operator_killed_mid_run_rebuilds_without_duplicates() {
         sorted.sort_unstable();
         sorted.dedup();
         assert_eq!(runs, sorted, "each run's termination once, in order");
-        assert!(app.restarts.iter().any(|r| r.source == Source::Rebuilt) || app.terminations.iter().any(|t| t.source == Source::Rebuilt), "what was missed is marked rebuilt");
+        assert!(
+            app.restarts.iter().any(|r| r.source == Source::Rebuilt) || app.terminations.iter().any(|t| t.source == Source::Rebuilt),
+            "what was missed is marked rebuilt"
+        );
         assert!(app.restarts.iter().any(|r| r.source == Source::Live), "what was seen live stays live");
     })
     .await;
@@ -304,7 +344,10 @@ async fn a_deleted_pods_report_is_kept_for_its_ttl_then_removed() {
         install_crds(&ns).await;
         let _op = Operator::start_with(&ns, &["--deleted-ttl", "8s"]);
         ns.create_pod(tracked_pod("brief", "Always", json!([target("app", &[])]))).await;
-        wait_report(&ns, "brief", "Running", Duration::from_secs(60), |h| h.summary.phase == Some(podlife::lifecycle::snapshot::Phase::Running)).await;
+        wait_report(&ns, "brief", "Running", Duration::from_secs(60), |h| {
+            h.summary.phase == Some(podlife::lifecycle::snapshot::Phase::Running)
+        })
+        .await;
         ns.pods().delete("brief", &kube::api::DeleteParams::default()).await.unwrap();
         let h = wait_report(&ns, "brief", "deletedAt set", Duration::from_secs(60), |h| h.deleted_at.is_some()).await;
         assert!(h.deleted_at.is_some());
@@ -334,7 +377,12 @@ async fn with_leader_election_one_replica_writes_and_a_standby_takes_over() {
         assert_eq!(holder().await.as_deref(), Some("first"));
         ns.create_pod(tracked_pod("led", "Always", json!([target("app", &[])]))).await;
         wait_report(&ns, "led", "written by the leader", Duration::from_secs(60), |h| h.summary.phase.is_some()).await;
-        let writes = |m: String| m.lines().filter(|l| l.starts_with("podlife_report_writes_total")).filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok()).sum::<u64>();
+        let writes = |m: String| {
+            m.lines()
+                .filter(|l| l.starts_with("podlife_report_writes_total"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+                .sum::<u64>()
+        };
         assert_eq!(writes(second.metrics().await), 0, "the standby writes nothing");
         // A graceful stop releases the lease, so the standby takes over at its next try (5 s).
         assert!(first.stop().success());

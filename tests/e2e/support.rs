@@ -14,7 +14,7 @@ use std::time::Duration;
 use futures::FutureExt;
 use k8s_openapi::api::core::v1::{Event, Namespace, Pod};
 use kube::api::{DeleteParams, ListParams, PostParams};
-use kube::runtime::wait::{await_condition, Condition};
+use kube::runtime::wait::{Condition, await_condition};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
@@ -140,7 +140,16 @@ async fn dump(client: &Client, ns: &str, test_name: &str) -> PathBuf {
         let lines: Vec<String> = list
             .items
             .iter()
-            .map(|e| format!("{:?} {} {} x{}: {}", e.last_timestamp.as_ref().map(|t| t.0), e.involved_object.name.clone().unwrap_or_default(), e.reason.clone().unwrap_or_default(), e.count.unwrap_or(1), e.message.clone().unwrap_or_default()))
+            .map(|e| {
+                format!(
+                    "{:?} {} {} x{}: {}",
+                    e.last_timestamp.as_ref().map(|t| t.0),
+                    e.involved_object.name.clone().unwrap_or_default(),
+                    e.reason.clone().unwrap_or_default(),
+                    e.count.unwrap_or(1),
+                    e.message.clone().unwrap_or_default()
+                )
+            })
             .collect();
         let _ = std::fs::write(dir.join("events.txt"), lines.join("\n"));
     }

@@ -4,11 +4,11 @@
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ContainerStatus, Event, Pod};
-use kube::api::ListParams;
 use kube::Api;
-use serde_json::{json, Value};
+use kube::api::ListParams;
+use serde_json::{Value, json};
 
-use crate::support::{with_namespace, TestNs, TARGET_IMAGE};
+use crate::support::{TARGET_IMAGE, TestNs, with_namespace};
 
 /// Covers container start, a failureThreshold of probes at 1 s and the kill; generous for a
 /// busy 2-core CI machine.
@@ -81,7 +81,8 @@ fn restarts(pod: Option<&Pod>, container: &str) -> i32 {
 }
 
 fn ready(pod: Option<&Pod>) -> bool {
-    pod.and_then(|p| p.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == "Ready").cloned()).is_some_and(|c| c.status == "True")
+    pod.and_then(|p| p.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == "Ready").cloned())
+        .is_some_and(|c| c.status == "True")
 }
 
 async fn events_for(ns: &TestNs, pod: &str) -> Vec<(String, String)> {
@@ -223,7 +224,8 @@ async fn probe_hits_arrive_every_period_seconds() {
         ns.wait_pod("period", "Ready", LIMIT, |p: Option<&Pod>| ready(p)).await;
         tokio::time::sleep(Duration::from_secs(13)).await;
         let h = hits(&ns, "period").await;
-        let times: Vec<u64> = h["hits"].as_array().unwrap().iter().filter(|x| x["probe"] == "readiness").map(|x| x["atMs"].as_u64().unwrap()).collect();
+        let times: Vec<u64> =
+            h["hits"].as_array().unwrap().iter().filter(|x| x["probe"] == "readiness").map(|x| x["atMs"].as_u64().unwrap()).collect();
         assert!(times.len() >= 6, "at least six hits in ~14 s at period 2 s: {times:?}");
         // Skip the first gap: the kubelet may probe once right after the container starts,
         // off its ticker. After that a Go ticker drives the worker; 500 ms covers scheduling
