@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use podlife::target::record::{HookKind, ProbeKind};
-use podlife::target::script::{parse_duration, Script};
-use podlife::target::{exec_client, serve, ExecRequest, SigtermMode, TargetConfig};
+use podlife::target::script::{Script, parse_duration};
+use podlife::target::{ExecRequest, SigtermMode, TargetConfig, exec_client, serve};
 
 /// A test container for the kubelet: scriptable liveness, readiness and startup probes over
 /// HTTP, TCP, gRPC and exec, hooks, SIGTERM behaviours and exits, with every probe hit recorded.
@@ -24,6 +24,8 @@ struct Cli {
     serve: ServeArgs,
 }
 
+// Parsed once at start; boxing the large variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the server (the default when no subcommand is given).
@@ -132,7 +134,9 @@ fn parse_hook(s: &str) -> Result<HookKind, String> {
 impl ServeArgs {
     fn into_config(self) -> TargetConfig {
         let mut scripts = BTreeMap::new();
-        for (kind, script) in [(ProbeKind::Liveness, self.liveness), (ProbeKind::Readiness, self.readiness), (ProbeKind::Startup, self.startup)] {
+        for (kind, script) in
+            [(ProbeKind::Liveness, self.liveness), (ProbeKind::Readiness, self.readiness), (ProbeKind::Startup, self.startup)]
+        {
             let script = script.unwrap_or_else(|| Script::parse("ok").expect("'ok' is a script"));
             let script = match self.failing_for {
                 // "listening but failing": prepend a failing step to every probe's script.
@@ -180,7 +184,11 @@ fn main() -> ExitCode {
     if serve_args.log_format == "json" {
         tracing_subscriber::fmt().json().with_env_filter(filter).with_writer(std::io::stderr).init();
     } else {
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init();
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");
     match runtime.block_on(serve(serve_args.into_config())) {

@@ -14,7 +14,7 @@ use jiff::Timestamp;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::backoff::{parse_announced, BackoffProfile};
+use super::backoff::{BackoffProfile, parse_announced};
 use super::snapshot::{ContainerKind, ContainerSnapshot, ContainerState, EventSnapshot, Phase, PodSnapshot, Termination};
 
 /// Ring capacities: enough for a long crash loop's recent past, small enough for 10k pods.
@@ -223,7 +223,15 @@ pub struct Truncation {
 impl Truncation {
     #[must_use]
     pub fn total(&self) -> u64 {
-        self.phases + self.conditions + self.states + self.flips + self.terminations + self.restarts + self.events + self.probe_kills + self.budget
+        self.phases
+            + self.conditions
+            + self.states
+            + self.flips
+            + self.terminations
+            + self.restarts
+            + self.events
+            + self.probe_kills
+            + self.budget
     }
 }
 
@@ -402,17 +410,36 @@ impl ContainerHistory {
                     f.cycles += 1;
                     f.last_at = at;
                 }
-                _ => self.crash_loops.push(CrashLoopFold { exit_code: t.exit_code, reason: t.reason.clone(), cycles: 2, first_at: at, last_at: at }),
+                _ => self.crash_loops.push(CrashLoopFold {
+                    exit_code: t.exit_code,
+                    reason: t.reason.clone(),
+                    cycles: 2,
+                    first_at: at,
+                    last_at: at,
+                }),
             }
             if self.crash_loops.len() > 8 {
                 self.crash_loops.remove(0);
             }
         }
-        push_bounded(&mut self.terminations, TerminationRecord { run, termination: t.clone(), source }, MAX_TERMINATIONS, &mut trunc.terminations);
+        push_bounded(
+            &mut self.terminations,
+            TerminationRecord { run, termination: t.clone(), source },
+            MAX_TERMINATIONS,
+            &mut trunc.terminations,
+        );
         changes.push(Change::Termination);
     }
 
-    fn observe(&mut self, c: &ContainerSnapshot, now: Timestamp, source: Source, profile: &BackoffProfile, trunc: &mut Truncation, changes: &mut Vec<Change>) {
+    fn observe(
+        &mut self,
+        c: &ContainerSnapshot,
+        now: Timestamp,
+        source: Source,
+        profile: &BackoffProfile,
+        trunc: &mut Truncation,
+        changes: &mut Vec<Change>,
+    ) {
         // Earlier runs first, so the termination history stays in order.
         if let Some(last) = &c.last_terminated {
             self.record_termination(last_terminated_run(c), last, source, trunc, changes);
@@ -450,20 +477,28 @@ impl ContainerHistory {
                 ContainerState::Waiting { .. } => {}
             }
         }
-        if self.ready.back().map(|f| f.value) != Some(c.ready) && !(self.ready.is_empty() && !c.ready) {
+        // A flip is a change; a container that starts not ready has not flipped yet.
+        if self.ready.back().map(|f| f.value) != Some(c.ready) && (c.ready || !self.ready.is_empty()) {
             push_bounded(&mut self.ready, Flip { value: c.ready, at: now }, MAX_FLIPS, &mut trunc.flips);
             changes.push(Change::Flip);
         }
         if let Some(started) = c.started
             && self.started.back().map(|f| f.value) != Some(started)
-            && !(self.started.is_empty() && !started)
+            && (started || !self.started.is_empty())
         {
             push_bounded(&mut self.started, Flip { value: started, at: now }, MAX_FLIPS, &mut trunc.flips);
             changes.push(Change::Flip);
         }
     }
 
-    fn record_restart(&mut self, c: &ContainerSnapshot, source: Source, profile: &BackoffProfile, trunc: &mut Truncation, changes: &mut Vec<Change>) {
+    fn record_restart(
+        &mut self,
+        c: &ContainerSnapshot,
+        source: Source,
+        profile: &BackoffProfile,
+        trunc: &mut Truncation,
+        changes: &mut Vec<Change>,
+    ) {
         let unobserved = c.restart_count - self.restart_count - 1;
         // The run this restart started, and the run before it. Which status field holds which
         // depends on where the new run is: running or terminated (lastState = the previous
@@ -480,7 +515,8 @@ impl ContainerHistory {
         // A run longer than reset_after expires the kubelet's back-off entry: start over.
         let ran_for = previous.and_then(|p| seconds_between(p.started_at, p.finished_at));
         let reset = ran_for.is_some_and(|s| s > profile.reset_after_seconds);
-        let step = if reset { 1 } else { self.backoff_step.saturating_add(1).saturating_add(u32::try_from(unobserved.max(0)).unwrap_or(0)) };
+        let step =
+            if reset { 1 } else { self.backoff_step.saturating_add(1).saturating_add(u32::try_from(unobserved.max(0)).unwrap_or(0)) };
         let expected = profile.expected_seconds(step);
         let measured = seconds_between(previous.and_then(|p| p.finished_at), started_at);
         let restart = Restart {
@@ -601,7 +637,8 @@ impl PodHistory {
     }
 
     fn refresh_summary(&mut self, snap: &PodSnapshot) {
-        let counted: Vec<&ContainerSnapshot> = snap.containers.iter().filter(|c| matches!(c.kind, ContainerKind::App | ContainerKind::Sidecar)).collect();
+        let counted: Vec<&ContainerSnapshot> =
+            snap.containers.iter().filter(|c| matches!(c.kind, ContainerKind::App | ContainerKind::Sidecar)).collect();
         let ready = counted.iter().filter(|c| c.ready).count();
         self.summary.phase = Some(snap.phase);
         self.summary.ready = format!("{ready}/{}", counted.len());
@@ -659,41 +696,49 @@ impl PodHistory {
     }
 
     fn drop_oldest_from_longest(&mut self) -> bool {
-        let mut lens: Vec<(usize, usize)> = vec![(self.phases.len(), 0), (self.conditions.len(), 1), (self.events.len(), 2)];
+        let mut lists =
+            vec![(self.phases.len(), List::Phases), (self.conditions.len(), List::Conditions), (self.events.len(), List::Events)];
         for (i, c) in self.containers.iter().enumerate() {
-            lens.push((c.states.len(), 10 + i * 10));
-            lens.push((c.terminations.len(), 11 + i * 10));
-            lens.push((c.restarts.len(), 12 + i * 10));
-            lens.push((c.ready.len() + c.started.len(), 13 + i * 10));
-            lens.push((c.probe_kills.len(), 14 + i * 10));
+            lists.extend([
+                (c.states.len(), List::States(i)),
+                (c.terminations.len(), List::Terminations(i)),
+                (c.restarts.len(), List::Restarts(i)),
+                (c.ready.len(), List::Ready(i)),
+                (c.started.len(), List::Started(i)),
+                (c.probe_kills.len(), List::ProbeKills(i)),
+            ]);
         }
-        let Some(&(len, which)) = lens.iter().max_by_key(|(l, _)| *l) else { return false };
+        let Some((len, list)) = lists.into_iter().max_by_key(|(len, _)| *len) else { return false };
         if len == 0 {
             return false;
         }
-        match which {
-            0 => drop(self.phases.pop_front()),
-            1 => drop(self.conditions.pop_front()),
-            2 => drop(self.events.pop_front()),
-            n => {
-                let c = &mut self.containers[(n - 10) / 10];
-                match n % 10 {
-                    0 => drop(c.states.pop_front()),
-                    1 => drop(c.terminations.pop_front()),
-                    2 => drop(c.restarts.pop_front()),
-                    3 => {
-                        if c.ready.len() >= c.started.len() {
-                            drop(c.ready.pop_front());
-                        } else {
-                            drop(c.started.pop_front());
-                        }
-                    }
-                    _ => drop(c.probe_kills.pop_front()),
-                }
-            }
+        match list {
+            List::Phases => _ = self.phases.pop_front(),
+            List::Conditions => _ = self.conditions.pop_front(),
+            List::Events => _ = self.events.pop_front(),
+            List::States(i) => _ = self.containers[i].states.pop_front(),
+            List::Terminations(i) => _ = self.containers[i].terminations.pop_front(),
+            List::Restarts(i) => _ = self.containers[i].restarts.pop_front(),
+            List::Ready(i) => _ = self.containers[i].ready.pop_front(),
+            List::Started(i) => _ = self.containers[i].started.pop_front(),
+            List::ProbeKills(i) => _ = self.containers[i].probe_kills.pop_front(),
         }
         true
     }
+}
+
+/// The bounded lists of a history, for trimming to the byte budget (indexes are containers).
+#[derive(Debug, Clone, Copy)]
+enum List {
+    Phases,
+    Conditions,
+    Events,
+    States(usize),
+    Terminations(usize),
+    Restarts(usize),
+    Ready(usize),
+    Started(usize),
+    ProbeKills(usize),
 }
 
 /// The run that `lastState.terminated` describes: the run before the current one, except in

@@ -4,9 +4,11 @@
 use jiff::Timestamp;
 use proptest::prelude::*;
 
-use super::history::{BackoffState, Change, PodHistory, Source};
-use super::snapshot::{ConditionSnapshot, ContainerKind, ContainerSnapshot, ContainerState, EventSnapshot, Phase, PodSnapshot, Termination};
 use super::BackoffProfile;
+use super::history::{BackoffState, Change, PodHistory, Source};
+use super::snapshot::{
+    ConditionSnapshot, ContainerKind, ContainerSnapshot, ContainerState, EventSnapshot, Phase, PodSnapshot, Termination,
+};
 
 fn t(s: i64) -> Timestamp {
     Timestamp::from_second(1_800_000_000 + s).unwrap()
@@ -26,7 +28,15 @@ fn pod(phase: Phase, containers: Vec<ContainerSnapshot>) -> PodSnapshot {
 }
 
 fn app(restarts: i32, state: ContainerState, last: Option<Termination>, ready: bool) -> ContainerSnapshot {
-    ContainerSnapshot { name: "app".into(), kind: ContainerKind::App, state: Some(state), last_terminated: last, ready, started: Some(ready), restart_count: restarts }
+    ContainerSnapshot {
+        name: "app".into(),
+        kind: ContainerKind::App,
+        state: Some(state),
+        last_terminated: last,
+        ready,
+        started: Some(ready),
+        restart_count: restarts,
+    }
 }
 
 fn exited(run: i32, started: i64, finished: i64) -> Termination {
@@ -57,7 +67,8 @@ fn crashloop(backoff: &str) -> ContainerState {
 fn crash_loop_sequence() -> Vec<(i64, PodSnapshot)> {
     let gaps = [0, 13, 26, 43, 85];
     let announced = ["", "10s", "20s", "40s", "1m20s"];
-    let snap = |restarts: i32, state: ContainerState, last: Option<Termination>| pod(Phase::Running, vec![app(restarts, state, last, false)]);
+    let snap =
+        |restarts: i32, state: ContainerState, last: Option<Termination>| pod(Phase::Running, vec![app(restarts, state, last, false)]);
     let mut seq = vec![(1, snap(0, running(1), None))];
     let mut start = 1;
     let mut previous: Option<Termination> = None;
@@ -95,7 +106,9 @@ fn a_crash_loop_records_every_restart_with_measured_announced_and_expected_back_
     let h = replay(&crash_loop_sequence(), Source::Live);
     let c = &h.containers[0];
     assert_eq!(c.restart_count, 5);
-    let rows: Vec<(i32, Option<f64>, Option<f64>, f64, Option<bool>)> =
+    // (number, measured, announced, expected, fits the curve)
+    type Row = (i32, Option<f64>, Option<f64>, f64, Option<bool>);
+    let rows: Vec<Row> =
         c.restarts.iter().map(|r| (r.number, r.measured_seconds, r.announced_seconds, r.expected_seconds, r.fits_curve)).collect();
     assert_eq!(
         rows,
@@ -185,7 +198,13 @@ fn a_long_run_resets_the_curve() {
 fn conditions_phases_and_ready_flips_are_recorded_once_each() {
     let mut h = PodHistory::new("p", "u");
     let p = BackoffProfile::default();
-    let cond = |status: &str, at: i64| ConditionSnapshot { type_: "Ready".into(), status: status.into(), reason: None, message: None, last_transition: Some(t(at)) };
+    let cond = |status: &str, at: i64| ConditionSnapshot {
+        type_: "Ready".into(),
+        status: status.into(),
+        reason: None,
+        message: None,
+        last_transition: Some(t(at)),
+    };
     let mut s = pod(Phase::Pending, vec![]);
     h.observe(&s, t(0), Source::Live, &p);
     s.phase = Phase::Running;
@@ -229,7 +248,10 @@ fn unhealthy_killing_termination_and_restart_are_linked() {
     h.observe(&pod(Phase::Running, vec![app(0, running(0), None, true)]), t(0), Source::Live, &p);
     h.observe_event(&event("e1", "Unhealthy", "Liveness probe failed: HTTP probe failed with statuscode: 503", 1, 10));
     // Aggregated: the same Event object comes back with a higher count.
-    assert_eq!(h.observe_event(&event("e1", "Unhealthy", "Liveness probe failed: HTTP probe failed with statuscode: 503", 3, 12)), Some(Change::EventCount));
+    assert_eq!(
+        h.observe_event(&event("e1", "Unhealthy", "Liveness probe failed: HTTP probe failed with statuscode: 503", 3, 12)),
+        Some(Change::EventCount)
+    );
     assert_eq!(h.observe_event(&event("e1", "Unhealthy", "x", 3, 12)), None, "a stale copy is ignored");
     h.observe_event(&event("e2", "Killing", "Container app failed liveness probe, will be restarted", 1, 12));
     let mut killed = exited(0, 0, 13);
@@ -266,22 +288,37 @@ fn histories_stay_bounded_and_under_budget() {
 
 fn arb_state() -> impl Strategy<Value = ContainerState> {
     prop_oneof![
-        (proptest::option::of("[A-Za-z]{0,12}"), proptest::option::of(".{0,40}")).prop_map(|(reason, message)| ContainerState::Waiting { reason, message }),
+        (proptest::option::of("[A-Za-z]{0,12}"), proptest::option::of(".{0,40}"))
+            .prop_map(|(reason, message)| ContainerState::Waiting { reason, message }),
         proptest::option::of(0i64..100_000).prop_map(|s| ContainerState::Running { started_at: s.map(t) }),
         arb_termination().prop_map(ContainerState::Terminated),
     ]
 }
 
 fn arb_termination() -> impl Strategy<Value = Termination> {
-    (any::<i32>(), proptest::option::of(0i64..100_000), proptest::option::of(0i64..100_000), proptest::option::of("[a-z0-9]{1,4}")).prop_map(
-        |(exit_code, s, f, id)| Termination { exit_code, signal: None, reason: Some("Error".into()), message: None, started_at: s.map(t), finished_at: f.map(t), container_id: id },
-    )
+    (any::<i32>(), proptest::option::of(0i64..100_000), proptest::option::of(0i64..100_000), proptest::option::of("[a-z0-9]{1,4}"))
+        .prop_map(|(exit_code, s, f, id)| Termination {
+            exit_code,
+            signal: None,
+            reason: Some("Error".into()),
+            message: None,
+            started_at: s.map(t),
+            finished_at: f.map(t),
+            container_id: id,
+        })
 }
 
 fn arb_snapshot() -> impl Strategy<Value = PodSnapshot> {
-    let container = (arb_state(), proptest::option::of(arb_termination()), any::<bool>(), -3i32..50, prop_oneof![Just("a"), Just("b")]).prop_map(
-        |(state, last, ready, restarts, name)| ContainerSnapshot { name: name.into(), kind: ContainerKind::App, state: Some(state), last_terminated: last, ready, started: Some(ready), restart_count: restarts },
-    );
+    let container = (arb_state(), proptest::option::of(arb_termination()), any::<bool>(), -3i32..50, prop_oneof![Just("a"), Just("b")])
+        .prop_map(|(state, last, ready, restarts, name)| ContainerSnapshot {
+            name: name.into(),
+            kind: ContainerKind::App,
+            state: Some(state),
+            last_terminated: last,
+            ready,
+            started: Some(ready),
+            restart_count: restarts,
+        });
     (prop_oneof![Just(Phase::Pending), Just(Phase::Running), Just(Phase::Failed)], proptest::collection::vec(container, 0..3)).prop_map(
         |(phase, mut containers)| {
             // Container names are unique within a pod.
@@ -330,7 +367,8 @@ proptest! {
 /// objects, each stamped with when it was observed.
 fn replay_fixture(jsonl: &str) -> PodHistory {
     use k8s_openapi::api::core::v1::{Event, Pod};
-    let mut lines: Vec<serde_json::Value> = jsonl.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect();
+    let mut lines: Vec<serde_json::Value> =
+        jsonl.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect();
     lines.sort_by(|a, b| a["observedAt"].as_str().cmp(&b["observedAt"].as_str()));
     let mut history: Option<PodHistory> = None;
     let mut early_events = Vec::new();
@@ -369,7 +407,10 @@ fn a_real_crash_loop_follows_the_kubelets_curve() {
     assert!(c.restart_count >= 4, "the recording covers at least four restarts: {}", c.restart_count);
     assert_eq!(c.restarts.len() as i32, c.restart_count, "every restart recorded once");
     for r in &c.restarts {
-        eprintln!("restart {}: measured {:?}s announced {:?}s expected {}s", r.number, r.measured_seconds, r.announced_seconds, r.expected_seconds);
+        eprintln!(
+            "restart {}: measured {:?}s announced {:?}s expected {}s",
+            r.number, r.measured_seconds, r.announced_seconds, r.expected_seconds
+        );
         let measured = r.measured_seconds.unwrap_or_else(|| panic!("restart {} has a measured delay: {r:?}", r.number));
         assert_eq!(r.fits_curve, Some(true), "restart {} measured {measured}s vs expected {}s", r.number, r.expected_seconds);
         if r.number >= 2 {

@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::ListParams;
 use kube::{Api, Client};
 
-use super::{kube_err, Metrics, OperatorConfig, Result};
+use super::{Metrics, OperatorConfig, Result, kube_err};
 use crate::crd::PodLifecycle;
 use crate::lifecycle::{Change, EventSnapshot, PodHistory, PodSnapshot, Source};
 
@@ -230,15 +230,15 @@ impl Store {
     pub fn take_expired(&self) -> Vec<(String, String)> {
         let ttl = self.config.deleted_ttl;
         let mut inner = self.lock();
-        let expired: Vec<String> = inner.pods.iter().filter(|(_, t)| t.deleted.is_some_and(|d| d.elapsed() >= ttl)).map(|(u, _)| u.clone()).collect();
-        let out = expired
+        let expired: Vec<String> =
+            inner.pods.iter().filter(|(_, t)| t.deleted.is_some_and(|d| d.elapsed() >= ttl)).map(|(u, _)| u.clone()).collect();
+        expired
             .iter()
             .filter_map(|uid| {
                 let t = inner.pods.remove(uid)?;
                 self.metrics.tracked_pods.dec();
                 Some((uid.clone(), t.namespace))
             })
-            .collect();
-        out
+            .collect()
     }
 }
