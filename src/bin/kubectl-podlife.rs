@@ -2,7 +2,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use podlife::cli::{Format, RunFormat, load_experiments, report, run};
+use podlife::cli::{Format, RunFormat, load_experiments, report, run, suite};
 
 /// Reads what podlife recorded about your pods.
 #[derive(Parser, Debug)]
@@ -26,6 +26,20 @@ enum Command {
         output: RunFormat,
         #[arg(long, default_value_t = 100)]
         width: usize,
+    },
+    /// Run a built-in suite. `conformance` reproduces the kubelet's upstream probe and lifecycle
+    /// e2e checks against your cluster, one namespace per case, in parallel. Exit 0 if all passed.
+    Suite {
+        #[arg(value_parser = ["conformance"])]
+        name: String,
+        /// Only cases whose name contains this.
+        #[arg(long)]
+        only: Option<String>,
+        #[arg(short, long, value_enum, default_value_t = RunFormat::Human)]
+        output: RunFormat,
+        /// Also write JUnit XML here.
+        #[arg(long)]
+        junit: Option<std::path::PathBuf>,
     },
     /// A pod's timeline: phases, conditions, container states, restarts with measured vs
     /// expected back-off, probe kills and events.
@@ -56,6 +70,10 @@ async fn main() -> ExitCode {
         match cli.command {
             Command::Report { pod, namespace, output, width } => {
                 report(&client, &namespace, &pod, output, width, &mut std::io::stdout().lock()).await?
+            }
+            Command::Suite { name: _, only, output, junit } => {
+                let (_, failed) = suite(&client, only.as_deref(), output, junit.as_deref(), &mut std::io::stdout().lock()).await?;
+                return anyhow::Ok(failed == 0);
             }
             Command::Run { files, namespace, output, width } => {
                 let experiments = load_experiments(&files).map_err(anyhow::Error::msg)?;

@@ -130,14 +130,29 @@ pub async fn run(
     width: usize,
     out: &mut impl Write,
 ) -> Result<bool> {
+    let placed = experiments.into_iter().map(|e| (namespace.to_string(), e)).collect();
+    Ok(run_placed(client, placed, format, width, out).await?.iter().all(passed))
+}
+
+fn passed(e: &crate::crd::ProbeExperiment) -> bool {
+    e.status.as_ref().is_some_and(|s| s.phase == crate::crd::experiment::ExperimentPhase::Passed)
+}
+
+/// Runs experiments, each in its own namespace, and returns them with their final status.
+async fn run_placed(
+    client: &Client,
+    placed: Vec<(String, crate::crd::ProbeExperiment)>,
+    format: RunFormat,
+    width: usize,
+    out: &mut impl Write,
+) -> Result<Vec<crate::crd::ProbeExperiment>> {
     use crate::crd::ProbeExperiment;
-    use crate::crd::experiment::ExperimentPhase;
     use kube::ResourceExt;
     use kube::api::{DeleteParams, PostParams};
 
-    let api: Api<ProbeExperiment> = Api::namespaced(client.clone(), namespace);
     let mut names = Vec::new();
-    for mut exp in experiments {
+    for (namespace, mut exp) in placed {
+        let api: Api<ProbeExperiment> = Api::namespaced(client.clone(), &namespace);
         let name = exp.name_any();
         // A finished experiment is re-run by replacing it.
         if api.get_opt(&name).await?.is_some() {
@@ -146,19 +161,19 @@ pub async fn run(
                 tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             }
         }
-        exp.metadata.namespace = Some(namespace.to_string());
+        exp.metadata.namespace = Some(namespace.clone());
         exp.metadata.resource_version = None;
         exp.status = None;
         api.create(&PostParams::default(), &exp).await?;
-        names.push(name);
+        names.push((namespace, name));
     }
     let started = std::time::Instant::now();
     let mut finished: Vec<ProbeExperiment> = Vec::new();
     while finished.len() < names.len() {
         finished.clear();
         let mut progress = Vec::new();
-        for name in &names {
-            let exp = api.get(name).await?;
+        for (namespace, name) in &names {
+            let exp = Api::<ProbeExperiment>::namespaced(client.clone(), namespace).get(name).await?;
             let phase = exp.status.as_ref().map(|s| s.phase).unwrap_or_default();
             progress.push(format!("{name}: {phase:?}"));
             if phase.is_final() {
@@ -166,7 +181,8 @@ pub async fn run(
             }
         }
         if format == RunFormat::Human {
-            eprint!("\r[{:>4}s] {}", started.elapsed().as_secs(), progress.join(" · "));
+            let line = if names.len() > 3 { format!("{}/{} finished", finished.len(), names.len()) } else { progress.join(" · ") };
+            eprint!("\r[{:>4}s] {line}", started.elapsed().as_secs());
         }
         if finished.len() < names.len() {
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
@@ -175,7 +191,6 @@ pub async fn run(
     if format == RunFormat::Human {
         eprintln!();
     }
-    let all_passed = finished.iter().all(|e| e.status.as_ref().is_some_and(|s| s.phase == ExperimentPhase::Passed));
     match format {
         RunFormat::Json => {
             for e in &finished {
@@ -208,7 +223,7 @@ pub async fn run(
                     writeln!(out, "  · action at {a}")?;
                 }
                 if let Some(pod) = &s.pod_name
-                    && let Ok(report) = find_report(client, namespace, pod).await
+                    && let Ok(report) = find_report(client, &e.namespace().unwrap_or_default(), pod).await
                     && let Some(history) = report.status
                 {
                     let end = s.finished_at.unwrap_or_else(jiff::Timestamp::now);
@@ -217,7 +232,7 @@ pub async fn run(
             }
         }
     }
-    Ok(all_passed)
+    Ok(finished)
 }
 
 fn json_of(e: &crate::crd::ProbeExperiment) -> serde_json::Value {
@@ -262,4 +277,86 @@ pub fn junit(experiments: &[crate::crd::ProbeExperiment]) -> String {
     }
     xml.push_str("</testsuites>\n");
     xml
+}
+
+/// The built-in conformance suite: the kubelet's own upstream probe and lifecycle checks as
+/// ProbeExperiments (manifests/conformance/), embedded so the CLI needs no checkout.
+pub const CONFORMANCE: &[(&str, &str)] = &[
+    ("backoff-curve", include_str!("../../manifests/conformance/backoff-curve.yaml")),
+    ("liveness-exec-no-restart", include_str!("../../manifests/conformance/liveness-exec-no-restart.yaml")),
+    ("liveness-exec-restart", include_str!("../../manifests/conformance/liveness-exec-restart.yaml")),
+    ("liveness-exec-timeout-restart", include_str!("../../manifests/conformance/liveness-exec-timeout-restart.yaml")),
+    ("liveness-grpc-no-restart", include_str!("../../manifests/conformance/liveness-grpc-no-restart.yaml")),
+    ("liveness-grpc-restart", include_str!("../../manifests/conformance/liveness-grpc-restart.yaml")),
+    ("liveness-http-no-restart", include_str!("../../manifests/conformance/liveness-http-no-restart.yaml")),
+    ("liveness-http-restart", include_str!("../../manifests/conformance/liveness-http-restart.yaml")),
+    ("liveness-local-redirect-restart", include_str!("../../manifests/conformance/liveness-local-redirect-restart.yaml")),
+    ("liveness-nonlocal-redirect-no-restart", include_str!("../../manifests/conformance/liveness-nonlocal-redirect-no-restart.yaml")),
+    ("liveness-tcp-no-restart", include_str!("../../manifests/conformance/liveness-tcp-no-restart.yaml")),
+    ("liveness-tcp-restart", include_str!("../../manifests/conformance/liveness-tcp-restart.yaml")),
+    ("readiness-exec-failing-never-ready", include_str!("../../manifests/conformance/readiness-exec-failing-never-ready.yaml")),
+    ("readiness-exec-timeout-never-ready", include_str!("../../manifests/conformance/readiness-exec-timeout-never-ready.yaml")),
+    ("readiness-initial-delay", include_str!("../../manifests/conformance/readiness-initial-delay.yaml")),
+    ("restart-always-exit-0-restarts", include_str!("../../manifests/conformance/restart-always-exit-0-restarts.yaml")),
+    ("restart-never-exit-1-failed", include_str!("../../manifests/conformance/restart-never-exit-1-failed.yaml")),
+    ("restart-onfailure-exit-0-succeeded", include_str!("../../manifests/conformance/restart-onfailure-exit-0-succeeded.yaml")),
+    ("startup-failing-restarts", include_str!("../../manifests/conformance/startup-failing-restarts.yaml")),
+    ("startup-then-ready", include_str!("../../manifests/conformance/startup-then-ready.yaml")),
+];
+
+/// Runs the conformance suite, every case in its own namespace, all at once. Prints the
+/// verdicts (or JSON/JUnit), writes JUnit to `junit` if given, and returns (passed, failed).
+///
+/// # Errors
+/// A namespace or experiment cannot be created.
+pub async fn suite(
+    client: &Client,
+    filter: Option<&str>,
+    format: RunFormat,
+    junit_file: Option<&std::path::Path>,
+    out: &mut impl Write,
+) -> Result<(usize, usize)> {
+    use k8s_openapi::api::core::v1::Namespace;
+    use kube::api::{DeleteParams, PostParams};
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let mut placed = Vec::new();
+    for (name, yaml) in CONFORMANCE.iter().filter(|(n, _)| filter.is_none_or(|f| n.contains(f))) {
+        let exp: crate::crd::ProbeExperiment =
+            serde_yaml::from_str(yaml).map_err(|e| Error::Io(std::io::Error::other(format!("{name}: {e}"))))?;
+        let ns = format!("podlife-conformance-{name}");
+        if namespaces.get_opt(&ns).await?.is_some() {
+            namespaces.delete(&ns, &DeleteParams::default()).await?;
+            while namespaces.get_opt(&ns).await?.is_some() {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+        }
+        let object: Namespace =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": ns, "labels": {"podlife.io/conformance": "true"}}}))?;
+        namespaces.create(&PostParams::default(), &object).await?;
+        placed.push((ns, exp));
+    }
+    // Pods need the namespace's default ServiceAccount before they are admitted.
+    for (ns, _) in &placed {
+        let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client.clone(), ns);
+        for _ in 0..100 {
+            if sas.get_opt("default").await?.is_some() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+    let created: Vec<String> = placed.iter().map(|(ns, _)| ns.clone()).collect();
+    let finished = run_placed(client, placed, format, 100, out).await?;
+    if let Some(path) = junit_file {
+        std::fs::write(path, junit(&finished))?;
+    }
+    let ok = finished.iter().filter(|e| passed(e)).count();
+    let failed = finished.len() - ok;
+    if format == RunFormat::Human {
+        writeln!(out, "\nconformance: {ok} passed, {failed} failed")?;
+    }
+    for ns in created {
+        let _ = namespaces.delete(&ns, &DeleteParams::background()).await;
+    }
+    Ok((ok, failed))
 }

@@ -117,7 +117,7 @@ fn evaluate_one(e: &Expectation, h: &PodHistory, hits: &HitCounters, created: Ti
             .map(|r| format!("#{} {:.0}s vs {:.0}s", r.number, r.measured_seconds.unwrap_or(-1.0), r.expected_seconds))
             .collect();
         let ok = off.is_empty() && measured.len() >= b.min_restarts as usize;
-        let observed = if off.is_empty() {
+        let mut observed = if off.is_empty() {
             measured
                 .iter()
                 .map(|r| format!("#{} {:.0}s/{:.0}s", r.number, r.measured_seconds.unwrap_or(-1.0), r.expected_seconds))
@@ -126,6 +126,10 @@ fn evaluate_one(e: &Expectation, h: &PodHistory, hits: &HitCounters, created: Ti
         } else {
             format!("off the curve: {}", off.join(", "))
         };
+        let unmeasured: Vec<String> = c.restarts.iter().filter(|r| r.fits_curve.is_none()).map(|r| format!("#{}", r.number)).collect();
+        if !unmeasured.is_empty() {
+            observed.push_str(&format!(" (not measurable: {})", unmeasured.join(", ")));
+        }
         return verdict(format!("back-off of {}", b.container), ok, format!(">= {} restarts, each on the curve", b.min_restarts), observed);
     }
     if let Some(p) = &e.probe_hits {
