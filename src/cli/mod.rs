@@ -283,6 +283,10 @@ pub fn junit(experiments: &[crate::crd::ProbeExperiment]) -> String {
 /// ProbeExperiments (manifests/conformance/), embedded so the CLI needs no checkout.
 pub const CONFORMANCE: &[(&str, &str)] = &[
     ("backoff-curve", include_str!("../../manifests/conformance/backoff-curve.yaml")),
+    ("grace-period-reduced-at-delete", include_str!("../../manifests/conformance/grace-period-reduced-at-delete.yaml")),
+    ("graceful-delete-within-grace", include_str!("../../manifests/conformance/graceful-delete-within-grace.yaml")),
+    ("hooks-order", include_str!("../../manifests/conformance/hooks-order.yaml")),
+    ("liveness-disabled-while-terminating", include_str!("../../manifests/conformance/liveness-disabled-while-terminating.yaml")),
     ("liveness-exec-no-restart", include_str!("../../manifests/conformance/liveness-exec-no-restart.yaml")),
     ("liveness-exec-restart", include_str!("../../manifests/conformance/liveness-exec-restart.yaml")),
     ("liveness-exec-timeout-restart", include_str!("../../manifests/conformance/liveness-exec-timeout-restart.yaml")),
@@ -294,8 +298,13 @@ pub const CONFORMANCE: &[(&str, &str)] = &[
     ("liveness-nonlocal-redirect-no-restart", include_str!("../../manifests/conformance/liveness-nonlocal-redirect-no-restart.yaml")),
     ("liveness-tcp-no-restart", include_str!("../../manifests/conformance/liveness-tcp-no-restart.yaml")),
     ("liveness-tcp-restart", include_str!("../../manifests/conformance/liveness-tcp-restart.yaml")),
+    ("poststart-failing-restarts", include_str!("../../manifests/conformance/poststart-failing-restarts.yaml")),
+    ("prestop-exec-failing-event", include_str!("../../manifests/conformance/prestop-exec-failing-event.yaml")),
+    ("prestop-http-500-is-not-a-failure", include_str!("../../manifests/conformance/prestop-http-500-is-not-a-failure.yaml")),
+    ("prestop-sleep", include_str!("../../manifests/conformance/prestop-sleep.yaml")),
     ("readiness-exec-failing-never-ready", include_str!("../../manifests/conformance/readiness-exec-failing-never-ready.yaml")),
     ("readiness-exec-timeout-never-ready", include_str!("../../manifests/conformance/readiness-exec-timeout-never-ready.yaml")),
+    ("readiness-false-while-terminating", include_str!("../../manifests/conformance/readiness-false-while-terminating.yaml")),
     ("readiness-initial-delay", include_str!("../../manifests/conformance/readiness-initial-delay.yaml")),
     ("restart-always-exit-0-restarts", include_str!("../../manifests/conformance/restart-always-exit-0-restarts.yaml")),
     ("restart-never-exit-1-failed", include_str!("../../manifests/conformance/restart-never-exit-1-failed.yaml")),
@@ -359,4 +368,41 @@ pub async fn suite(
         let _ = namespaces.delete(&ns, &DeleteParams::background()).await;
     }
     Ok((ok, failed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_conformance_file_is_embedded_and_parses() {
+        let mut on_disk: Vec<String> = std::fs::read_dir("manifests/conformance")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.strip_suffix(".yaml").map(str::to_string))
+            .collect();
+        on_disk.sort();
+        let embedded: Vec<String> = CONFORMANCE.iter().map(|(n, _)| (*n).to_string()).collect();
+        assert_eq!(embedded, on_disk, "add new cases to CONFORMANCE");
+        for (name, yaml) in CONFORMANCE {
+            let exp: crate::crd::ProbeExperiment = serde_yaml::from_str(yaml).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(kube::ResourceExt::name_any(&exp), *name);
+            assert!(exp.spec.duration_seconds < exp.spec.timeout_seconds, "{name}: observed within its timeout");
+        }
+    }
+
+    #[test]
+    fn junit_reports_each_expectation_and_escapes() {
+        let mut exp: crate::crd::ProbeExperiment = serde_yaml::from_str(CONFORMANCE[0].1).unwrap();
+        exp.status = Some(crate::crd::experiment::ExperimentStatus {
+            phase: crate::crd::experiment::ExperimentPhase::Failed,
+            verdicts: vec![
+                crate::crd::experiment::Verdict { name: "a<b".into(), passed: true, expected: "1".into(), observed: "1".into() },
+                crate::crd::experiment::Verdict { name: "c".into(), passed: false, expected: "\"x\"".into(), observed: "y & z".into() },
+            ],
+            ..Default::default()
+        });
+        let xml = junit(&[exp]);
+        assert!(xml.contains(r#"tests="2" failures="1" errors="0""#), "{xml}");
+        assert!(xml.contains("a&lt;b") && xml.contains("expected &quot;x&quot;, observed y &amp; z"), "{xml}");
+    }
 }

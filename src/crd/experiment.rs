@@ -102,7 +102,7 @@ pub struct Delete {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
 #[serde(rename_all = "camelCase")]
 // Summed conditionals, not a filtered list: the apiserver's CEL cost estimate must stay in budget.
-#[schemars(extend("x-kubernetes-validations" = [{"rule": "(has(self.restarts) ? 1 : 0) + (has(self.lastTermination) ? 1 : 0) + (has(self.event) ? 1 : 0) + (has(self.conditionSequence) ? 1 : 0) + (has(self.phaseSequence) ? 1 : 0) + (has(self.neverReadyForSeconds) ? 1 : 0) + (has(self.backoff) ? 1 : 0) + (has(self.probeHits) ? 1 : 0) == 1", "message": "an expectation checks exactly one thing"}]))]
+#[schemars(extend("x-kubernetes-validations" = [{"rule": "(has(self.restarts) ? 1 : 0) + (has(self.lastTermination) ? 1 : 0) + (has(self.event) ? 1 : 0) + (has(self.conditionSequence) ? 1 : 0) + (has(self.phaseSequence) ? 1 : 0) + (has(self.finalPhase) ? 1 : 0) + (has(self.neverReadyForSeconds) ? 1 : 0) + (has(self.backoff) ? 1 : 0) + (has(self.probeHits) ? 1 : 0) + (has(self.terminationSeconds) ? 1 : 0) + (has(self.hookOrder) ? 1 : 0) == 1", "message": "an expectation checks exactly one thing"}]))]
 pub struct Expectation {
     /// A container's restart count, within [min, max].
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -119,6 +119,9 @@ pub struct Expectation {
     /// The pod's phases in order, e.g. [Pending, Running, Succeeded].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase_sequence: Option<Vec<String>>,
+    /// The phase the pod ends in (its last observed phase), e.g. Failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_phase: Option<String>,
     /// Ready never True during the first N seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub never_ready_for_seconds: Option<f64>,
@@ -128,6 +131,32 @@ pub struct Expectation {
     /// Probe hits recorded by podlife-target's /hits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probe_hits: Option<ProbeHitsExpectation>,
+    /// Seconds from the delete action to the container's finishedAt, within [min, max].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub termination_seconds: Option<SecondsRange>,
+    /// podlife-target's lifecycle events in this order (e.g. poststart, prestop, sigterm), as
+    /// a subsequence of its /hits events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hook_order: Option<HookOrder>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecondsRange {
+    pub container: String,
+    #[serde(default)]
+    pub min: f64,
+    pub max: f64,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HookOrder {
+    #[schemars(length(min = 1, max = 16))]
+    pub events: Vec<String>,
+    /// The target's control port.
+    #[serde(default = "default_control_port")]
+    pub port: u16,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]

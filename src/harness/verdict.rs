@@ -14,6 +14,17 @@ use crate::lifecycle::history::ContainerHistory;
 /// (`counters[probe][result]`).
 pub type HitCounters = BTreeMap<u16, BTreeMap<String, BTreeMap<String, u64>>>;
 
+/// What the experiment observed besides the pod's history.
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    /// Probe hit counters per control port (the last read before the pod went away).
+    pub hits: HitCounters,
+    /// podlife-target's lifecycle event kinds per control port, in order.
+    pub target_events: BTreeMap<u16, Vec<String>>,
+    /// When the delete action ran.
+    pub deleted_at: Option<Timestamp>,
+}
+
 fn container<'a>(h: &'a PodHistory, name: &str) -> Option<&'a ContainerHistory> {
     h.containers.iter().find(|c| c.name == name)
 }
@@ -31,15 +42,47 @@ fn folded<'a>(items: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
 
 /// Checks every expectation; `created` is when the experiment's pod was created.
 #[must_use]
-pub fn evaluate(expectations: &[Expectation], history: &PodHistory, hits: &HitCounters, created: Timestamp) -> Vec<Verdict> {
-    expectations.iter().map(|e| evaluate_one(e, history, hits, created)).collect()
+pub fn evaluate(expectations: &[Expectation], history: &PodHistory, observed: &Observed, created: Timestamp) -> Vec<Verdict> {
+    expectations.iter().map(|e| evaluate_one(e, history, observed, created)).collect()
+}
+
+/// True if `wanted` appears in `seen` in order, not necessarily adjacent.
+fn is_subsequence(wanted: &[String], seen: &[String]) -> bool {
+    let mut rest = seen.iter();
+    wanted.iter().all(|w| rest.any(|s| s == w))
 }
 
 fn verdict(name: String, passed: bool, expected: String, observed: String) -> Verdict {
     Verdict { name, passed, expected, observed }
 }
 
-fn evaluate_one(e: &Expectation, h: &PodHistory, hits: &HitCounters, created: Timestamp) -> Verdict {
+fn evaluate_one(e: &Expectation, h: &PodHistory, observed: &Observed, created: Timestamp) -> Verdict {
+    let hits = &observed.hits;
+    if let Some(t) = &e.termination_seconds {
+        let finished = container(h, &t.container).and_then(|c| c.terminations.back()).and_then(|r| r.termination.finished_at);
+        let took = match (observed.deleted_at, finished) {
+            (Some(d), Some(f)) => Some(f.duration_since(d).as_secs_f64()),
+            _ => None,
+        };
+        let ok = took.is_some_and(|s| s >= t.min && s <= t.max);
+        let observed = match (observed.deleted_at, took) {
+            (None, _) => "no delete action ran".to_string(),
+            (_, None) => "no termination recorded".to_string(),
+            (_, Some(s)) => format!("{s:.0}s"),
+        };
+        return verdict(format!("termination of {} after delete", t.container), ok, format!("{}s..={}s", t.min, t.max), observed);
+    }
+    if let Some(o) = &e.hook_order {
+        let seen = observed.target_events.get(&o.port).cloned().unwrap_or_default();
+        let ok = is_subsequence(&o.events, &seen);
+        let relevant: Vec<&str> = seen.iter().map(String::as_str).filter(|k| !k.starts_with("tcp-") && *k != "listening").collect();
+        return verdict(
+            "hook order".into(),
+            ok,
+            o.events.join(" → "),
+            if seen.is_empty() { "target not reachable".into() } else { relevant.join(" → ") },
+        );
+    }
     if let Some(r) = &e.restarts {
         let observed = container(h, &r.container).map(|c| c.restart_count);
         let ok = observed.is_some_and(|n| n >= r.min && r.max.is_none_or(|m| n <= m));
@@ -95,6 +138,10 @@ fn evaluate_one(e: &Expectation, h: &PodHistory, hits: &HitCounters, created: Ti
         let ok = observed == phases.iter().map(String::as_str).collect::<Vec<_>>();
         return verdict("phase sequence".into(), ok, phases.join(" → "), observed.join(" → "));
     }
+    if let Some(want) = &e.final_phase {
+        let last = h.phases.back().map(|p| p.phase.as_str());
+        return verdict("final phase".into(), last == Some(want.as_str()), want.clone(), last.unwrap_or("none seen").to_string());
+    }
     if let Some(n) = e.never_ready_for_seconds {
         let first_ready =
             h.conditions.iter().find(|c| c.type_ == "Ready" && c.status == "True").map(|c| c.at.duration_since(created).as_secs_f64());
@@ -148,8 +195,9 @@ fn evaluate_one(e: &Expectation, h: &PodHistory, hits: &HitCounters, created: Ti
 mod tests {
     use super::*;
     use crate::crd::experiment::{ConditionSequence, CountRange, EventExpectation, ProbeHitsExpectation};
-    use crate::lifecycle::history::{ConditionTransition, ContainerHistory, EventRecord};
+    use crate::lifecycle::history::{ConditionTransition, ContainerHistory, EventRecord, PhaseTransition};
     use crate::lifecycle::snapshot::ContainerKind;
+    use crate::lifecycle::snapshot::Phase;
 
     fn t(s: i64) -> Timestamp {
         Timestamp::from_second(1_800_000_000 + s).unwrap()
@@ -221,7 +269,7 @@ mod tests {
                 ..Default::default()
             },
         ];
-        let v = evaluate(&exps, &h, &hits, t(0));
+        let v = evaluate(&exps, &h, &Observed { hits, ..Default::default() }, t(0));
         let passed: Vec<bool> = v.iter().map(|v| v.passed).collect();
         assert_eq!(passed, [true, false, true, true, true, true, false, true, false]);
         assert_eq!((v[1].expected.as_str(), v[1].observed.as_str()), ("0", "2"));
@@ -232,8 +280,48 @@ mod tests {
     }
 
     #[test]
+    fn hook_order_is_a_subsequence_and_termination_is_timed_from_the_delete() {
+        use crate::crd::experiment::{HookOrder, SecondsRange};
+        let mut h = history();
+        let term = serde_json::json!({"run": 0, "exitCode": 0, "finishedAt": "2027-01-15T08:00:12Z"});
+        h.containers[0].terminations.push_back(serde_json::from_value(term).unwrap());
+        let mut observed = Observed { deleted_at: Some(t(4)), ..Default::default() };
+        observed
+            .target_events
+            .insert(9090, ["start", "listening", "poststart", "tcp-open", "prestop", "sigterm"].map(String::from).to_vec());
+        let order = |events: &[&str]| Expectation {
+            hook_order: Some(HookOrder { events: events.iter().map(|s| s.to_string()).collect(), port: 9090 }),
+            ..Default::default()
+        };
+        let within = |min: f64, max: f64| Expectation {
+            termination_seconds: Some(SecondsRange { container: "target".into(), min, max }),
+            ..Default::default()
+        };
+        let v = evaluate(
+            &[order(&["poststart", "prestop", "sigterm"]), order(&["sigterm", "prestop"]), within(5.0, 10.0), within(0.0, 5.0)],
+            &h,
+            &observed,
+            t(0),
+        );
+        assert_eq!(v.iter().map(|v| v.passed).collect::<Vec<_>>(), [true, false, true, false]);
+        assert_eq!(v[1].observed, "start → poststart → prestop → sigterm");
+        assert_eq!(v[2].observed, "8s");
+    }
+
+    #[test]
+    fn the_final_phase_is_the_last_one_observed() {
+        let mut h = history();
+        for (phase, at) in [(Phase::Pending, 0), (Phase::Running, 2), (Phase::Failed, 3)] {
+            h.phases.push_back(PhaseTransition { phase, at: t(at), source: Default::default() });
+        }
+        let want = |p: &str| Expectation { final_phase: Some(p.into()), ..Default::default() };
+        let v = evaluate(&[want("Failed"), want("Succeeded")], &h, &Observed::default(), t(0));
+        assert_eq!((v[0].passed, v[1].passed, v[1].observed.as_str()), (true, false, "Failed"));
+    }
+
+    #[test]
     fn an_empty_expectation_fails_rather_than_passes() {
-        let v = evaluate(&[Expectation::default()], &history(), &HitCounters::new(), t(0));
+        let v = evaluate(&[Expectation::default()], &history(), &Observed::default(), t(0));
         assert!(!v[0].passed);
     }
 }

@@ -21,7 +21,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 
 use crate::crd::experiment::{ExperimentPhase, ExperimentStatus, ProbeExperiment};
-use crate::harness::verdict::{HitCounters, evaluate};
+use crate::harness::verdict::{Observed, evaluate};
 use crate::lifecycle::{BackoffProfile, EventSnapshot, PodHistory, PodSnapshot, Source};
 
 const TICK: Duration = Duration::from_millis(200);
@@ -184,8 +184,14 @@ async fn observe(
 
     let end = Duration::from_secs(u64::from(exp.spec.duration_seconds));
     let mut pending: Vec<usize> = (0..exp.spec.actions.len()).collect();
-    let mut hits = HitCounters::new();
-    let hit_ports: Vec<u16> = exp.spec.expectations.iter().filter_map(|e| e.probe_hits.as_ref().map(|p| p.port)).collect();
+    let mut observed = Observed::default();
+    let mut hit_ports: Vec<u16> = exp
+        .spec
+        .expectations
+        .iter()
+        .filter_map(|e| e.probe_hits.as_ref().map(|p| p.port).or(e.hook_order.as_ref().map(|o| o.port)))
+        .collect();
+    hit_ports.dedup();
     loop {
         let elapsed = Timestamp::now().duration_since(created_at).as_secs_f64();
         let mut fired = Vec::new();
@@ -205,6 +211,9 @@ async fn observe(
             .map(|t| t + action.delay_seconds.unwrap_or(0.0));
             if due.is_some_and(|d| elapsed >= d) {
                 fired.push(i);
+                if action.delete.is_some() {
+                    observed.deleted_at = Some(Timestamp::now());
+                }
                 let result = perform(client, &ns, &name, action).await;
                 status.actions_done.push(format!("{elapsed:.1}s {}: {result}", action.name));
             }
@@ -215,8 +224,13 @@ async fn observe(
         }
         // Read the target's counters while the pod is still there.
         for port in &hit_ports {
-            if let Some(c) = fetch_hits(client, &ns, &name, *port).await {
-                hits.insert(*port, c);
+            if let Some((counters, events)) = fetch_hits(client, &ns, &name, *port).await {
+                observed.hits.insert(*port, counters);
+                // A container killed and restarted starts a new record; keep the longest view.
+                let known = observed.target_events.entry(*port).or_default();
+                if events.len() >= known.len() {
+                    *known = events;
+                }
             }
         }
         if elapsed >= end.as_secs_f64() {
@@ -229,7 +243,7 @@ async fn observe(
     pod_watch.abort();
     event_watch.abort();
     let history = history.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-    status.verdicts = evaluate(&exp.spec.expectations, &history, &hits, created_at);
+    status.verdicts = evaluate(&exp.spec.expectations, &history, &observed, created_at);
     let passed = status.verdicts.iter().filter(|v| v.passed).count();
     status.summary = format!("{passed}/{}", status.verdicts.len());
     status.phase = if passed == status.verdicts.len() { ExperimentPhase::Passed } else { ExperimentPhase::Failed };
@@ -259,9 +273,12 @@ async fn perform(client: &Client, ns: &str, pod: &str, action: &crate::crd::expe
     "nothing to do".into()
 }
 
-async fn fetch_hits(client: &Client, ns: &str, pod: &str, port: u16) -> Option<BTreeMap<String, BTreeMap<String, u64>>> {
+/// The target's probe counters and its lifecycle event kinds, in order.
+async fn fetch_hits(client: &Client, ns: &str, pod: &str, port: u16) -> Option<(BTreeMap<String, BTreeMap<String, u64>>, Vec<String>)> {
     let req = http::Request::get(format!("/api/v1/namespaces/{ns}/pods/{pod}:{port}/proxy/hits")).body(Vec::new()).ok()?;
     let text = tokio::time::timeout(Duration::from_secs(2), client.request_text(req)).await.ok()?.ok()?;
     let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    serde_json::from_value(v.get("counters")?.clone()).ok()
+    let counters = serde_json::from_value(v.get("counters")?.clone()).ok()?;
+    let events = v.get("events")?.as_array()?.iter().filter_map(|e| e.get("kind")?.as_str().map(str::to_string)).collect();
+    Some((counters, events))
 }
