@@ -7,3 +7,4 @@ pub mod harness;
 pub mod lifecycle;
 pub mod operator;
 pub mod target;
+pub mod telemetry;

@@ -72,16 +72,7 @@ fn parse_dur(s: &str) -> Result<Duration, String> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PODLIFE_LOG").unwrap_or_else(|_| "info,kube=warn".into());
-    if args.log_format == "json" {
-        tracing_subscriber::fmt().json().with_env_filter(filter).with_writer(std::io::stderr).init();
-    } else {
-        tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init();
-    }
+    podlife::telemetry::init_logging(&args.log_format, "info,kube=warn");
     let selection = if args.all_pods {
         Selection::All
     } else if !args.namespaces.is_empty() {

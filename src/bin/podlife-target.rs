@@ -180,16 +180,7 @@ fn main() -> ExitCode {
         Some(Command::Serve(args)) => args,
         None => cli.serve,
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PODLIFE_LOG").unwrap_or_else(|_| "info".into());
-    if serve_args.log_format == "json" {
-        tracing_subscriber::fmt().json().with_env_filter(filter).with_writer(std::io::stderr).init();
-    } else {
-        tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init();
-    }
+    podlife::telemetry::init_logging(&serve_args.log_format, "info");
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");
     match runtime.block_on(serve(serve_args.into_config())) {
         Ok(()) => ExitCode::SUCCESS,
