@@ -60,7 +60,7 @@ impl Metrics {
             restart_delay.clone(),
         );
         registry.register("report_write_latency_seconds", "Latency of one report write", write_latency.clone());
-        registry.register("write_queue_depth", "Reports with changes waiting for the next write window", queue_depth.clone());
+        registry.register("write_queue_depth", "Reports with changes found at the last write window", queue_depth.clone());
         registry.register("tracked_pods", "Pods with a history in memory", tracked_pods.clone());
         Metrics { registry, transitions, writes, restart_delay, write_latency, queue_depth, tracked_pods }
     }

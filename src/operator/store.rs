@@ -41,7 +41,10 @@ struct Inner {
     pods: HashMap<String, Tracked>,
     /// Reports found at start, by pod UID, not yet matched to a pod.
     existing: HashMap<String, PodLifecycle>,
-    pending_events: VecDeque<(String, EventSnapshot)>,
+    /// Events of pods not seen yet, by pod UID; `pending_order` bounds them, oldest pod first.
+    pending_events: HashMap<String, Vec<EventSnapshot>>,
+    pending_order: VecDeque<String>,
+    pending_count: usize,
 }
 
 #[derive(Debug)]
@@ -128,19 +131,20 @@ impl Store {
             tracked.dirty = true;
         }
         tracked.dirty |= !changes.is_empty();
-        // Events that came before the pod.
+        // Events that came before the pod: one lookup, not a scan.
         let uid = snap.uid.clone();
-        let (mine, rest): (Vec<_>, Vec<_>) = inner.pending_events.drain(..).partition(|(u, _)| *u == uid);
-        inner.pending_events = rest.into();
-        if let Some(tracked) = inner.pods.get_mut(&uid) {
-            for (_, e) in mine {
-                if let Some(c) = tracked.history.observe_event(&e) {
-                    self.metrics.transition(change_label(c), Source::Live);
-                    tracked.dirty = true;
+        if let Some(early) = inner.pending_events.remove(&uid) {
+            inner.pending_count -= early.len();
+            inner.pending_order.retain(|u| *u != uid);
+            if let Some(tracked) = inner.pods.get_mut(&uid) {
+                for e in early {
+                    if let Some(c) = tracked.history.observe_event(&e) {
+                        self.metrics.transition(change_label(c), Source::Live);
+                        tracked.dirty = true;
+                    }
                 }
             }
         }
-        self.refresh_queue_depth(inner);
     }
 
     /// Feeds one event (ADDED or a count update) to its pod's history.
@@ -156,14 +160,18 @@ impl Store {
                 }
             }
             None => {
-                if inner.pending_events.len() >= PENDING_EVENTS_CAP {
-                    inner.pending_events.pop_front();
+                // Bounded: past the cap, the pod waited on longest loses its early events.
+                while inner.pending_count >= PENDING_EVENTS_CAP {
+                    let Some(oldest) = inner.pending_order.pop_front() else { break };
+                    inner.pending_count -= inner.pending_events.remove(&oldest).map_or(0, |v| v.len());
                 }
-                inner.pending_events.push_back((uid, snap));
+                if !inner.pending_events.contains_key(&uid) {
+                    inner.pending_order.push_back(uid.clone());
+                }
+                inner.pending_events.entry(uid).or_default().push(snap);
+                inner.pending_count += 1;
             }
         }
-        let inner = &mut *inner;
-        self.refresh_queue_depth(inner);
     }
 
     /// After a (re)list: tracked pods the list did not contain were deleted while unwatched.
@@ -186,13 +194,6 @@ impl Store {
             let namespace = report.metadata.namespace.clone().unwrap_or_default();
             inner.pods.insert(uid, Tracked { namespace, history, dirty: true, report_exists: true, deleted: Some(Instant::now()) });
         }
-        let inner = &mut *inner;
-        self.refresh_queue_depth(inner);
-    }
-
-    fn refresh_queue_depth(&self, inner: &Inner) {
-        let dirty = inner.pods.values().filter(|t| t.dirty).count();
-        self.metrics.queue_depth.set(i64::try_from(dirty).unwrap_or(i64::MAX));
     }
 
     /// Takes the changed histories to write, clearing their dirty marks.
@@ -206,7 +207,8 @@ impl Store {
                 out.push((uid.clone(), t.namespace.clone(), t.report_exists, t.history.clone()));
             }
         }
-        self.metrics.queue_depth.set(0);
+        // Sampled here, once per window, rather than recounted on every event (O(pods)).
+        self.metrics.queue_depth.set(i64::try_from(out.len()).unwrap_or(i64::MAX));
         out
     }
 
@@ -240,5 +242,45 @@ impl Store {
                 Some((uid.clone(), t.namespace))
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(uid: &str) -> Pod {
+        serde_json::from_value(
+            serde_json::json!({"metadata": {"name": format!("p-{uid}"), "namespace": "n", "uid": uid}, "status": {"phase": "Pending"}}),
+        )
+        .unwrap()
+    }
+
+    fn event(pod_uid: &str, uid: &str) -> Event {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": uid, "namespace": "n", "uid": uid},
+            "involvedObject": {"kind": "Pod", "uid": pod_uid, "fieldPath": "spec.containers{app}"},
+            "reason": "Scheduled", "message": "m", "count": 1
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn events_before_their_pod_are_kept_bounded_and_applied_when_it_appears() {
+        let store = Store::new(OperatorConfig::default(), Arc::new(Metrics::new()));
+        store.observe_event(&event("early", "e0"));
+        // Flood with events of pods that never show up: the oldest pod's events go first.
+        for i in 0..PENDING_EVENTS_CAP {
+            store.observe_event(&event(&format!("other{}", i % 100), &format!("x{i}")));
+        }
+        store.observe_event(&event("late", "e1"));
+        store.observe_pod(&pod("early"), Source::Live, false);
+        store.observe_pod(&pod("late"), Source::Live, false);
+        let inner = store.lock();
+        assert!(inner.pods["early"].history.events.is_empty(), "evicted by the cap");
+        assert_eq!(inner.pods["late"].history.events.len(), 1);
+        assert!(inner.pending_count <= PENDING_EVENTS_CAP);
+        assert_eq!(inner.pending_count, inner.pending_events.values().map(Vec::len).sum::<usize>());
+        assert_eq!(inner.pending_order.len(), inner.pending_events.len());
     }
 }
