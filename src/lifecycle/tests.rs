@@ -310,15 +310,7 @@ fn arb_termination() -> impl Strategy<Value = Termination> {
 
 fn arb_snapshot() -> impl Strategy<Value = PodSnapshot> {
     let container = (arb_state(), proptest::option::of(arb_termination()), any::<bool>(), -3i32..50, prop_oneof![Just("a"), Just("b")])
-        .prop_map(|(state, last, ready, restarts, name)| ContainerSnapshot {
-            name: name.into(),
-            kind: ContainerKind::App,
-            state: Some(state),
-            last_terminated: last,
-            ready,
-            started: Some(ready),
-            restart_count: restarts,
-        });
+        .prop_map(|(state, last, ready, restarts, name)| ContainerSnapshot { name: name.into(), ..app(restarts, state, last, ready) });
     (prop_oneof![Just(Phase::Pending), Just(Phase::Running), Just(Phase::Failed)], proptest::collection::vec(container, 0..3)).prop_map(
         |(phase, mut containers)| {
             // Container names are unique within a pod.

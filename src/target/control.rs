@@ -258,19 +258,19 @@ fn exit_code(code: Option<&str>) -> ApiResult<i32> {
     }
 }
 
-/// Ends the process shortly after the answer has gone out, so the caller sees a 200.
-fn exit_after(t: &Arc<Target>, wait: Duration, code: i32, reason: String) {
-    let t = Arc::clone(t);
+/// Runs `end` (which ends the process) shortly after the answer has gone out, so the caller
+/// sees a 200 first. On a blocking thread: ending may sleep (kill_self waits for the signal).
+fn end_after_answer(wait: Duration, end: impl FnOnce() + Send + 'static) {
     tokio::spawn(async move {
         tokio::time::sleep(wait.max(Duration::from_millis(50))).await;
-        process::exit(&t, code, &reason);
+        tokio::task::spawn_blocking(end);
     });
 }
 
 async fn quitquitquit(State(t): State<Arc<Target>>, q: Result<Query<ExitQuery>, axum::extract::rejection::QueryRejection>) -> ApiResult {
     let Query(q) = q.map_err(|e| bad(e.to_string()))?;
     let code = exit_code(q.code.as_deref())?;
-    exit_after(&t, Duration::ZERO, code, format!("/quitquitquit: exit code {code}"));
+    end_after_answer(Duration::ZERO, move || process::exit(&t, code, &format!("/quitquitquit: exit code {code}")));
     Ok((StatusCode::OK, "exiting\n").into_response())
 }
 
@@ -281,15 +281,12 @@ async fn exit(State(t): State<Arc<Target>>, q: Result<Query<ExitQuery>, axum::ex
         None | Some("0") | Some("0s") => Duration::ZERO,
         Some(w) => super::script::parse_duration(w).ok_or_else(|| bad(format!("wait must be a duration like 5s, got '{w}'")))?,
     };
-    exit_after(&t, wait, code, format!("/exit: exit code {code} after {}ms", wait.as_millis()));
+    end_after_answer(wait, move || process::exit(&t, code, &format!("/exit: exit code {code} after {}ms", wait.as_millis())));
     Ok((StatusCode::OK, format!("exiting with code {code} in {}ms\n", wait.as_millis())).into_response())
 }
 
 async fn crash(State(t): State<Arc<Target>>) -> Response {
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        process::crash(&t);
-    });
+    end_after_answer(Duration::ZERO, move || process::crash(&t));
     (StatusCode::OK, "crashing\n").into_response()
 }
 
@@ -302,10 +299,7 @@ async fn kill(State(t): State<Arc<Target>>, q: Result<Query<KillQuery>, axum::ex
     let Query(q) = q.map_err(|e| bad(e.to_string()))?;
     let name = q.signal.ok_or_else(|| bad("signal is required, e.g. ?signal=KILL"))?;
     let signal = process::parse_signal(&name).ok_or_else(|| bad(format!("unknown signal '{name}'")))?;
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        tokio::task::spawn_blocking(move || process::kill_self(&t, signal));
-    });
+    end_after_answer(Duration::ZERO, move || process::kill_self(&t, signal));
     Ok((StatusCode::OK, format!("killing self with signal {signal}\n")).into_response())
 }
 

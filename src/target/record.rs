@@ -204,11 +204,6 @@ impl Record {
             dropped_events: self.dropped_events,
         }
     }
-
-    /// Hits of one probe type so far, for metrics.
-    pub fn counters(&self) -> impl Iterator<Item = (&(ProbeKind, String), &u64)> {
-        self.counters.iter()
-    }
 }
 
 #[cfg(test)]
