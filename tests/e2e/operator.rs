@@ -134,10 +134,12 @@ async fn a_crash_loop_report_follows_the_kubelets_back_off_curve() {
         install_crds(&ns).await;
         let op = Operator::start(&ns);
         ns.create_pod(tracked_pod("crashloop", "Always", json!([target("app", &["--boot", "fail 1"])]))).await;
-        // Five restarts: 0 + 10 + 20 + 40 + 80 s of back-off, plus up to 15 s of sync slack
-        // each and the container runs: about 4 minutes; 330 s leaves room on a busy CI box.
-        let h = wait_report(&ns, "crashloop", "five restarts", Duration::from_secs(330), |h| {
-            h.containers.first().is_some_and(|c| c.restarts.len() >= 5 && c.restarts.iter().all(|r| r.measured_seconds.is_some()))
+        // Five measured restarts: 0 + 10 + 20 + 40 + 80 s of back-off plus up to 15 s of sync
+        // slack each. Under CI load a run's finishedAt has once never reached the watch (seen
+        // 2026-11-23: restart #4 without previousFinishedAt), leaving that restart unmeasurable;
+        // waiting up to 480 s leaves room for a sixth (160 s more) so five are still measured.
+        let h = wait_report(&ns, "crashloop", "five measured restarts", Duration::from_secs(480), |h| {
+            h.containers.first().is_some_and(|c| c.restarts.iter().filter(|r| r.fits_curve.is_some()).count() >= 5)
         })
         .await;
         let c = container(&h, "app");
@@ -152,15 +154,25 @@ async fn a_crash_loop_report_follows_the_kubelets_back_off_curve() {
             })
             .collect();
         eprintln!("crash loop as recorded by the operator:\n  {}", table.join("\n  "));
-        let first = &c.restarts[0];
-        assert!(first.measured_seconds.unwrap() <= 2.0, "the first restart is immediate: {table:?}");
-        for (r, expected) in c.restarts.iter().zip([0.0, 10.0, 20.0, 40.0, 80.0]) {
-            assert_eq!(r.expected_seconds, expected);
+        let curve = [0.0, 10.0, 20.0, 40.0, 80.0, 160.0, 300.0];
+        for r in &c.restarts {
+            assert_eq!(r.expected_seconds, curve[(r.number - 1) as usize], "restart {}: {table:?}", r.number);
+            if r.fits_curve.is_none() {
+                // Only the missing-input case is accepted as unmeasurable, and it is listed above.
+                assert!(
+                    r.previous_finished_at.is_none() || r.started_at.is_none(),
+                    "restart {} unmeasured without reason: {table:?}",
+                    r.number
+                );
+                continue;
+            }
             // The tolerance is the profile's: not earlier than the curve (1 s timestamp
             // resolution), at most 15 s later (the pod worker's next sync).
             assert_eq!(r.fits_curve, Some(true), "restart {} does not fit the curve: {table:?}", r.number);
-            if r.number >= 2 {
-                assert_eq!(r.announced_seconds, Some(expected), "announced back-off for restart {}: {table:?}", r.number);
+            if r.number == 1 {
+                assert!(r.measured_seconds.unwrap() <= 2.0, "the first restart is immediate: {table:?}");
+            } else {
+                assert_eq!(r.announced_seconds, Some(r.expected_seconds), "announced back-off for restart {}: {table:?}", r.number);
             }
         }
         assert!(c.terminations.len() >= 5 && c.terminations.iter().all(|t| t.termination.exit_code == 1));
