@@ -391,3 +391,18 @@ fn help_explains_the_script_grammar_and_env() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("column 8"));
 }
+
+#[tokio::test]
+async fn exit_after_finishes_on_its_own_with_the_given_code() {
+    let started = Instant::now();
+    let mut t = Target::start(&["--exit-after", "600ms:3"]);
+    assert_eq!(t.probe("/healthz").await, 200, "serves until then");
+    let (status, _) = t.wait_exit(Duration::from_secs(5));
+    assert_eq!(status.code(), Some(3));
+    assert!(started.elapsed() >= Duration::from_millis(600), "not before the time: {:?}", started.elapsed());
+    let message = t.termination_message();
+    assert!(message.contains("exit-after"), "termination message says why: {message}");
+    let bad = Command::new(BIN).args(["--exit-after", "3s:999"]).output().unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not an exit code"), "{}", String::from_utf8_lossy(&bad.stderr));
+}

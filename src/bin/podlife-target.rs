@@ -88,6 +88,10 @@ struct ServeArgs {
     /// Start-up mode "listening but failing": every probe fails for this long, then follows its script.
     #[arg(long, env = "PODLIFE_FAILING_FOR", value_parser = parse_dur)]
     failing_for: Option<Duration>,
+    /// Finish on its own: exit after DURATION with CODE (default 0), e.g. `3s` or `3s:1`. A
+    /// workload for Jobs and restartPolicy cases.
+    #[arg(long, env = "PODLIFE_EXIT_AFTER", value_parser = parse_exit_after)]
+    exit_after: Option<(Duration, i32)>,
     /// On SIGTERM: exit, ignore, or drain:DURATION.
     #[arg(long, env = "PODLIFE_SIGTERM", default_value = "exit", value_parser = parse_sigterm)]
     sigterm: SigtermMode,
@@ -120,6 +124,11 @@ fn parse_ports(s: &str) -> Result<[u16; 3], String> {
 }
 fn parse_dur(s: &str) -> Result<Duration, String> {
     parse_duration(s).ok_or_else(|| format!("'{s}' is not a duration like 10s"))
+}
+fn parse_exit_after(s: &str) -> Result<(Duration, i32), String> {
+    let (d, code) = s.split_once(':').unwrap_or((s, "0"));
+    let code = code.parse::<u8>().map_err(|_| format!("'{code}' is not an exit code 0-255 (in '{s}')"))?;
+    Ok((parse_dur(d)?, i32::from(code)))
 }
 fn parse_sigterm(s: &str) -> Result<SigtermMode, String> {
     s.parse()
@@ -165,6 +174,7 @@ impl ServeArgs {
             ready_while_terminating: self.ready_while_terminating,
             live_while_terminating: !self.unlive_while_terminating,
             not_listening_for: self.not_listening_for,
+            exit_after: self.exit_after,
             state_dir: self.state_dir,
             termination_log: self.termination_log,
             control_token: self.control_token,

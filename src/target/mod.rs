@@ -70,6 +70,8 @@ pub struct TargetConfig {
     pub live_while_terminating: bool,
     /// Start-up mode "not listening": probe listeners open only after this long.
     pub not_listening_for: Option<Duration>,
+    /// Exit on its own after this long with this code.
+    pub exit_after: Option<(Duration, i32)>,
     pub state_dir: Option<PathBuf>,
     pub termination_log: PathBuf,
     pub control_token: Option<String>,
@@ -90,6 +92,7 @@ impl Default for TargetConfig {
             ready_while_terminating: false,
             live_while_terminating: true,
             not_listening_for: None,
+            exit_after: None,
             state_dir: None,
             termination_log: PathBuf::from("/dev/termination-log"),
             control_token: None,
@@ -407,6 +410,13 @@ pub async fn serve(config: TargetConfig) -> Result<()> {
     }
     let control = control::bind(&target).await?;
     process::spawn_signal_handler(Arc::clone(&target));
+    if let Some((after, code)) = target.config.exit_after {
+        let target = Arc::clone(&target);
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            process::exit(&target, code, &format!("exit-after: done after {}ms with exit code {code}", after.as_millis()));
+        });
+    }
     exec::spawn(Arc::clone(&target))?;
     if let Some(delay) = target.config.not_listening_for {
         target.event("not-listening", format!("probe listeners open in {}ms", delay.as_millis()));
