@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{"rule": "!has(self.job) || !has(self.actions) || size(self.actions) == 0", "message": "actions act on one pod; an experiment with a job takes none"}]))]
 pub struct ProbeExperimentSpec {
     /// The pod to run. A container without an image runs podlife-target.
     pub pod: PodSpec,
@@ -39,6 +40,23 @@ pub struct ProbeExperimentSpec {
     #[serde(default = "default_timeout")]
     #[schemars(range(min = 10, max = 7200))]
     pub timeout_seconds: u32,
+    /// Run the pod as a Job's template instead of a bare pod. Pod-level expectations are then
+    /// checked on every pod the Job created; `job` expectations check the Job as a whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<JobSettings>,
+}
+
+/// The batch/v1 Job settings of an experiment that runs a Job.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobSettings {
+    #[schemars(range(min = 1, max = 32))]
+    pub completions: i32,
+    #[schemars(range(min = 1, max = 32))]
+    pub parallelism: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 32))]
+    pub backoff_limit: Option<i32>,
 }
 
 fn default_timeout() -> u32 {
@@ -49,7 +67,7 @@ fn default_timeout() -> u32 {
 /// the pod first turns True (e.g. `Ready`), plus an optional delay.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-#[schemars(extend("x-kubernetes-validations" = [{"rule": "has(self.atSeconds) != has(self.when)", "message": "an action needs exactly one of atSeconds or when"}, {"rule": "has(self.call) != has(self.delete)", "message": "an action does exactly one thing: call or delete"}]))]
+#[schemars(extend("x-kubernetes-validations" = [{"rule": "has(self.atSeconds) != has(self.when)", "message": "an action needs exactly one of atSeconds or when"}, {"rule": "(has(self.call) ? 1 : 0) + (has(self.delete) ? 1 : 0) + (has(self.exec) ? 1 : 0) == 1", "message": "an action does exactly one thing: call, delete or exec"}]))]
 pub struct Action {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -65,6 +83,21 @@ pub struct Action {
     /// Delete the pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delete: Option<Delete>,
+    /// Run a command in a container (pods/exec through the apiserver); its exit code and
+    /// output are recorded in `status.actionsDone`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec: Option<ExecCommand>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecCommand {
+    /// The container; the pod's first container if unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// The command and its arguments, run without a shell.
+    #[schemars(length(min = 1, max = 32))]
+    pub command: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -102,7 +135,7 @@ pub struct Delete {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
 #[serde(rename_all = "camelCase")]
 // Summed conditionals, not a filtered list: the apiserver's CEL cost estimate must stay in budget.
-#[schemars(extend("x-kubernetes-validations" = [{"rule": "(has(self.restarts) ? 1 : 0) + (has(self.lastTermination) ? 1 : 0) + (has(self.event) ? 1 : 0) + (has(self.conditionSequence) ? 1 : 0) + (has(self.phaseSequence) ? 1 : 0) + (has(self.finalPhase) ? 1 : 0) + (has(self.neverReadyForSeconds) ? 1 : 0) + (has(self.backoff) ? 1 : 0) + (has(self.probeHits) ? 1 : 0) + (has(self.terminationSeconds) ? 1 : 0) + (has(self.hookOrder) ? 1 : 0) == 1", "message": "an expectation checks exactly one thing"}]))]
+#[schemars(extend("x-kubernetes-validations" = [{"rule": "(has(self.restarts) ? 1 : 0) + (has(self.lastTermination) ? 1 : 0) + (has(self.event) ? 1 : 0) + (has(self.conditionSequence) ? 1 : 0) + (has(self.phaseSequence) ? 1 : 0) + (has(self.finalPhase) ? 1 : 0) + (has(self.neverReadyForSeconds) ? 1 : 0) + (has(self.backoff) ? 1 : 0) + (has(self.probeHits) ? 1 : 0) + (has(self.terminationSeconds) ? 1 : 0) + (has(self.hookOrder) ? 1 : 0) + (has(self.readyAfterStartup) ? 1 : 0) + (has(self.probeInterval) ? 1 : 0) + (has(self.job) ? 1 : 0) == 1", "message": "an expectation checks exactly one thing"}]))]
 pub struct Expectation {
     /// A container's restart count, within [min, max].
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -138,6 +171,63 @@ pub struct Expectation {
     /// a subsequence of its /hits events.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hook_order: Option<HookOrder>,
+    /// The pod turns Ready within N seconds after the container's startup probe succeeded
+    /// (its `started` turned true), and not before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_after_startup: Option<ReadyAfterStartup>,
+    /// Every gap between two consecutive hits of one probe, as the target timed them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_interval: Option<ProbeIntervalExpectation>,
+    /// The Job as a whole (only with `spec.job`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<JobExpectation>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadyAfterStartup {
+    pub container: String,
+    pub max_seconds: f64,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProbeIntervalExpectation {
+    /// liveness, readiness or startup.
+    #[schemars(regex(pattern = r"^(liveness|readiness|startup)$"))]
+    pub probe: String,
+    pub min_seconds: f64,
+    pub max_seconds: f64,
+    /// At least this many gaps must have been measured.
+    #[serde(default = "default_min_gaps")]
+    pub min_gaps: u32,
+    /// The target's control port.
+    #[serde(default = "default_control_port")]
+    pub port: u16,
+}
+
+fn default_min_gaps() -> u32 {
+    3
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct JobExpectation {
+    /// The Job's status.succeeded at the end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub succeeded: Option<i32>,
+    /// The Job's status.failed at the end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<i32>,
+    /// A condition of the Job that must be True at the end: Complete or Failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
+    /// The most containers ever running at once (from the kubelet's startedAt and finishedAt)
+    /// must lie within [minConcurrent, maxConcurrent].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_concurrent: Option<i32>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -204,6 +294,10 @@ pub struct BackoffExpectation {
     /// At least this many measured restarts.
     #[serde(default)]
     pub min_restarts: u32,
+    /// The cap: the announced back-off reaches exactly this many seconds and then stays there
+    /// (seen at least twice), never above it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cap_seconds: Option<f64>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -263,6 +357,9 @@ pub struct ExperimentStatus {
     pub reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_name: Option<String>,
+    /// The Job the experiment created (with `spec.job`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_name: Option<String>,
     /// The PodLifecycle report of the experiment's pod (named after its UID).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report: Option<String>,
@@ -273,4 +370,21 @@ pub struct ExperimentStatus {
     pub started_at: Option<jiff::Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<jiff::Timestamp>,
+    /// What podlife-target recorded (probe hits and lifecycle events), for the timeline
+    /// picture; the newest few hundred.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub target_marks: Vec<TargetMark>,
+}
+
+/// One thing podlife-target recorded: a probe hit (`kind` liveness/readiness/startup with its
+/// scripted `result`) or a lifecycle event (start, poststart, prestop, sigterm, exit, ...).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetMark {
+    pub at: jiff::Timestamp,
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<String>,
+    /// The target's control port (tells two targets in one pod apart).
+    pub port: u16,
 }

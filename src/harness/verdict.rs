@@ -6,9 +6,11 @@ use std::collections::BTreeMap;
 
 use jiff::Timestamp;
 
-use crate::crd::experiment::{Expectation, Verdict};
+use crate::crd::experiment::{Expectation, JobExpectation, Verdict};
 use crate::lifecycle::PodHistory;
+use crate::lifecycle::history::BackoffState;
 use crate::lifecycle::history::ContainerHistory;
+use crate::lifecycle::snapshot::ContainerKind;
 
 /// Probe hit counters per container port, from podlife-target's `GET /hits`
 /// (`counters[probe][result]`).
@@ -19,10 +21,49 @@ pub type HitCounters = BTreeMap<u16, BTreeMap<String, BTreeMap<String, u64>>>;
 pub struct Observed {
     /// Probe hit counters per control port (the last read before the pod went away).
     pub hits: HitCounters,
-    /// podlife-target's lifecycle event kinds per control port, in order.
-    pub target_events: BTreeMap<u16, Vec<String>>,
+    /// podlife-target's lifecycle events per control port, in order.
+    pub target_events: BTreeMap<u16, Vec<TargetEvent>>,
     /// When the delete action ran.
     pub deleted_at: Option<Timestamp>,
+    /// Probe hit times per control port, as the target recorded them (all boots).
+    pub hit_times: BTreeMap<u16, Vec<HitTime>>,
+    /// The Job's final status, for experiments that run a Job.
+    pub job: Option<JobObserved>,
+}
+
+/// One probe hit's time, keyed by the target's boot and sequence number so that repeated
+/// reads of `/hits` merge without duplicates.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct HitTime {
+    pub boot: u64,
+    pub seq: u64,
+    pub probe: String,
+    pub at_ms: u64,
+    /// The scripted answer: ok, fail, hang, slow, close, redirect.
+    pub result: String,
+}
+
+/// One lifecycle event of podlife-target (start, poststart, prestop, sigterm, exit, ...).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetEvent {
+    pub kind: String,
+    pub at_ms: u64,
+}
+
+/// Merges a fresh read of `/hits` into what is known (a restarted target starts a new boot).
+pub fn merge_hit_times(known: &mut Vec<HitTime>, fresh: impl IntoIterator<Item = HitTime>) {
+    known.extend(fresh);
+    known.sort();
+    known.dedup_by(|a, b| a.boot == b.boot && a.seq == b.seq);
+}
+
+/// A Job's status as the experiment last read it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobObserved {
+    pub succeeded: i32,
+    pub failed: i32,
+    /// Condition types whose status is True (Complete, Failed, SuccessCriteriaMet, ...).
+    pub true_conditions: Vec<String>,
 }
 
 fn container<'a>(h: &'a PodHistory, name: &str) -> Option<&'a ContainerHistory> {
@@ -40,10 +81,95 @@ fn folded<'a>(items: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
     out
 }
 
-/// Checks every expectation; `created` is when the experiment's pod was created.
+/// Checks every expectation; `created` is when the experiment's pod (or Job) was created.
+/// A pod-level expectation must hold for every pod in `pods` (one pod, or a Job's pods).
 #[must_use]
-pub fn evaluate(expectations: &[Expectation], history: &PodHistory, observed: &Observed, created: Timestamp) -> Vec<Verdict> {
-    expectations.iter().map(|e| evaluate_one(e, history, observed, created)).collect()
+pub fn evaluate(expectations: &[Expectation], pods: &[PodHistory], observed: &Observed, created: Timestamp) -> Vec<Verdict> {
+    expectations
+        .iter()
+        .map(|e| match &e.job {
+            Some(j) => evaluate_job(j, pods, observed.job.as_ref()),
+            None => evaluate_on_every_pod(e, pods, observed, created),
+        })
+        .collect()
+}
+
+fn evaluate_on_every_pod(e: &Expectation, pods: &[PodHistory], observed: &Observed, created: Timestamp) -> Verdict {
+    let mut each = pods.iter().map(|h| (h, evaluate_one(e, h, observed, created)));
+    let Some((_, first)) = each.next() else {
+        let probe = evaluate_one(e, &PodHistory::new("", ""), observed, created);
+        return verdict(probe.name, false, probe.expected, "no pod observed".into());
+    };
+    if pods.len() == 1 {
+        return first;
+    }
+    let failing = std::iter::once((&pods[0], first.clone())).chain(each).find(|(_, v)| !v.passed);
+    match failing {
+        Some((h, v)) => verdict(v.name, false, v.expected, format!("pod {}: {}", h.pod, v.observed)),
+        None => verdict(first.name, true, first.expected, format!("all {} pods: {}", pods.len(), first.observed)),
+    }
+}
+
+/// The most runs of app containers that overlapped in time, from the kubelet's startedAt and
+/// finishedAt (1 s resolution: runs touching at one second count as overlapping).
+#[must_use]
+pub fn max_concurrent_runs(pods: &[PodHistory]) -> usize {
+    let mut edges: Vec<(Timestamp, i8)> = Vec::new();
+    for c in pods.iter().flat_map(|h| h.containers.iter()).filter(|c| c.kind == ContainerKind::App) {
+        for t in c.terminations.iter().map(|r| &r.termination) {
+            if let (Some(s), Some(f)) = (t.started_at, t.finished_at) {
+                // Starts sort before ends at the same instant: touching runs overlap.
+                edges.push((s, -1));
+                edges.push((f, 1));
+            }
+        }
+    }
+    edges.sort();
+    let (mut now, mut most) = (0usize, 0usize);
+    for (_, edge) in edges {
+        if edge < 0 {
+            now += 1;
+            most = most.max(now);
+        } else {
+            now = now.saturating_sub(1);
+        }
+    }
+    most
+}
+
+fn evaluate_job(j: &JobExpectation, pods: &[PodHistory], job: Option<&JobObserved>) -> Verdict {
+    let Some(job) = job else {
+        return verdict("job".into(), false, "a Job".into(), "this experiment ran no Job".into());
+    };
+    let concurrent = i32::try_from(max_concurrent_runs(pods)).unwrap_or(i32::MAX);
+    let mut expected = Vec::new();
+    let mut observed = Vec::new();
+    let mut ok = true;
+    if let Some(n) = j.succeeded {
+        ok &= job.succeeded == n;
+        expected.push(format!("succeeded {n}"));
+        observed.push(format!("succeeded {}", job.succeeded));
+    }
+    if let Some(n) = j.failed {
+        ok &= job.failed == n;
+        expected.push(format!("failed {n}"));
+        observed.push(format!("failed {}", job.failed));
+    }
+    if let Some(c) = &j.condition {
+        ok &= job.true_conditions.contains(c);
+        expected.push(format!("{c}=True"));
+        observed.push(if job.true_conditions.is_empty() { "no condition True".into() } else { job.true_conditions.join(",") + "=True" });
+    }
+    if j.min_concurrent.is_some() || j.max_concurrent.is_some() {
+        let (lo, hi) = (j.min_concurrent.unwrap_or(0), j.max_concurrent.unwrap_or(i32::MAX));
+        ok &= (lo..=hi).contains(&concurrent);
+        expected.push(match j.max_concurrent {
+            Some(hi) => format!("{lo}..={hi} running at once"),
+            None => format!(">= {lo} running at once"),
+        });
+        observed.push(format!("{concurrent} running at once"));
+    }
+    verdict("job".into(), ok && !expected.is_empty(), expected.join(", "), observed.join(", "))
 }
 
 /// True if `wanted` appears in `seen` in order, not necessarily adjacent.
@@ -73,7 +199,7 @@ fn evaluate_one(e: &Expectation, h: &PodHistory, observed: &Observed, created: T
         return verdict(format!("termination of {} after delete", t.container), ok, format!("{}s..={}s", t.min, t.max), observed);
     }
     if let Some(o) = &e.hook_order {
-        let seen = observed.target_events.get(&o.port).cloned().unwrap_or_default();
+        let seen: Vec<String> = observed.target_events.get(&o.port).map(|e| e.iter().map(|e| e.kind.clone()).collect()).unwrap_or_default();
         let ok = is_subsequence(&o.events, &seen);
         let relevant: Vec<&str> = seen.iter().map(String::as_str).filter(|k| !k.starts_with("tcp-") && *k != "listening").collect();
         return verdict(
@@ -82,6 +208,12 @@ fn evaluate_one(e: &Expectation, h: &PodHistory, observed: &Observed, created: T
             o.events.join(" → "),
             if seen.is_empty() { "target not reachable".into() } else { relevant.join(" → ") },
         );
+    }
+    if let Some(r) = &e.ready_after_startup {
+        return ready_after_startup(r, h);
+    }
+    if let Some(p) = &e.probe_interval {
+        return probe_interval(p, observed.hit_times.get(&p.port).map(Vec::as_slice));
     }
     if let Some(r) = &e.restarts {
         let observed = container(h, &r.container).map(|c| c.restart_count);
@@ -177,7 +309,15 @@ fn evaluate_one(e: &Expectation, h: &PodHistory, observed: &Observed, created: T
         if !unmeasured.is_empty() {
             observed.push_str(&format!(" (not measurable: {})", unmeasured.join(", ")));
         }
-        return verdict(format!("back-off of {}", b.container), ok, format!(">= {} restarts, each on the curve", b.min_restarts), observed);
+        let mut expected = format!(">= {} restarts, each on the curve", b.min_restarts);
+        let mut ok = ok;
+        if let Some(cap) = b.cap_seconds {
+            let (cap_ok, seen) = backoff_cap(c, cap);
+            ok &= cap_ok;
+            expected.push_str(&format!("; announced back-off capped at {cap:.0}s (reached, then held)"));
+            observed.push_str(&format!("; announced {seen}"));
+        }
+        return verdict(format!("back-off of {}", b.container), ok, expected, observed);
     }
     if let Some(p) = &e.probe_hits {
         let total: Option<u64> = hits.get(&p.port).map(|c| c.get(&p.probe).map_or(0, |r| r.values().sum()));
@@ -189,6 +329,64 @@ fn evaluate_one(e: &Expectation, h: &PodHistory, observed: &Observed, created: T
         return verdict(format!("{} probe hits", p.probe), ok, expected, total.map_or("target not reachable".into(), |n| n.to_string()));
     }
     verdict("unknown expectation".into(), false, "one check per expectation".into(), "none set".into())
+}
+
+/// The announced back-offs in order (each restart's, then the current one): the cap holds if
+/// the largest equals `cap` and was announced at least twice (it stopped doubling).
+fn backoff_cap(c: &ContainerHistory, cap: f64) -> (bool, String) {
+    let mut announced: Vec<f64> = c.restarts.iter().filter_map(|r| r.announced_seconds).collect();
+    if let BackoffState::Waiting { announced_seconds, .. } = c.backoff {
+        announced.push(announced_seconds);
+    }
+    let top = announced.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let at_cap = announced.iter().filter(|a| (**a - cap).abs() < 0.5).count();
+    let ok = (top - cap).abs() < 0.5 && at_cap >= 2;
+    let seen = announced.iter().map(|a| format!("{a:.0}s")).collect::<Vec<_>>().join(", ");
+    (ok, if seen.is_empty() { "nothing".into() } else { seen })
+}
+
+fn ready_after_startup(r: &crate::crd::experiment::ReadyAfterStartup, h: &PodHistory) -> Verdict {
+    let name = format!("Ready after {} started", r.container);
+    let expected = format!("Ready within {}s after startup succeeded, not before", r.max_seconds);
+    let Some(c) = container(h, &r.container) else {
+        return verdict(name, false, expected, "no such container".into());
+    };
+    let Some(started) = c.started.iter().find(|f| f.value).map(|f| f.at) else {
+        return verdict(name, false, expected, "startup never succeeded".into());
+    };
+    // The condition's time is the kubelet's (1 s resolution); `started` is when we saw it.
+    let ready = h.conditions.iter().filter(|c| c.type_ == "Ready" && c.status == "True").map(|c| c.at).next();
+    let Some(ready) = ready else {
+        return verdict(name, false, expected, "never Ready".into());
+    };
+    let gap = ready.duration_since(started).as_secs_f64();
+    // One second of slack below zero: lastTransitionTime is truncated to the second.
+    let ok = gap >= -1.0 && gap <= r.max_seconds;
+    verdict(name, ok, expected, format!("Ready {gap:.1}s after startup succeeded"))
+}
+
+fn probe_interval(p: &crate::crd::experiment::ProbeIntervalExpectation, hits: Option<&[HitTime]>) -> Verdict {
+    let name = format!("{} probe interval", p.probe);
+    let expected = format!("every gap {}s..={}s, >= {} gaps", p.min_seconds, p.max_seconds, p.min_gaps);
+    let Some(hits) = hits else {
+        return verdict(name, false, expected, "target not reachable".into());
+    };
+    let mine: Vec<&HitTime> = hits.iter().filter(|h| h.probe == p.probe).collect();
+    // Gaps within one boot only: a restart resets the prober's schedule.
+    let gaps: Vec<f64> =
+        mine.windows(2).filter(|w| w[0].boot == w[1].boot).map(|w| w[1].at_ms.saturating_sub(w[0].at_ms) as f64 / 1000.0).collect();
+    let outside: Vec<String> = gaps.iter().filter(|g| **g < p.min_seconds || **g > p.max_seconds).map(|g| format!("{g:.2}s")).collect();
+    let ok = outside.is_empty() && gaps.len() >= p.min_gaps as usize;
+    let lo = gaps.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = gaps.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let observed = if gaps.is_empty() {
+        format!("{} hits, no gap", mine.len())
+    } else if outside.is_empty() {
+        format!("{} gaps, {lo:.2}s..{hi:.2}s", gaps.len())
+    } else {
+        format!("{} gaps, outside: {}", gaps.len(), outside.join(", "))
+    };
+    verdict(name, ok, expected, observed)
 }
 
 #[cfg(test)]
@@ -269,7 +467,7 @@ mod tests {
                 ..Default::default()
             },
         ];
-        let v = evaluate(&exps, &h, &Observed { hits, ..Default::default() }, t(0));
+        let v = evaluate(&exps, &[h], &Observed { hits, ..Default::default() }, t(0));
         let passed: Vec<bool> = v.iter().map(|v| v.passed).collect();
         assert_eq!(passed, [true, false, true, true, true, true, false, true, false]);
         assert_eq!((v[1].expected.as_str(), v[1].observed.as_str()), ("0", "2"));
@@ -286,9 +484,8 @@ mod tests {
         let term = serde_json::json!({"run": 0, "exitCode": 0, "finishedAt": "2027-01-15T08:00:12Z"});
         h.containers[0].terminations.push_back(serde_json::from_value(term).unwrap());
         let mut observed = Observed { deleted_at: Some(t(4)), ..Default::default() };
-        observed
-            .target_events
-            .insert(9090, ["start", "listening", "poststart", "tcp-open", "prestop", "sigterm"].map(String::from).to_vec());
+        let kinds = ["start", "listening", "poststart", "tcp-open", "prestop", "sigterm"];
+        observed.target_events.insert(9090, kinds.iter().map(|k| TargetEvent { kind: (*k).to_string(), at_ms: 0 }).collect());
         let order = |events: &[&str]| Expectation {
             hook_order: Some(HookOrder { events: events.iter().map(|s| s.to_string()).collect(), port: 9090 }),
             ..Default::default()
@@ -299,7 +496,7 @@ mod tests {
         };
         let v = evaluate(
             &[order(&["poststart", "prestop", "sigterm"]), order(&["sigterm", "prestop"]), within(5.0, 10.0), within(0.0, 5.0)],
-            &h,
+            &[h],
             &observed,
             t(0),
         );
@@ -315,13 +512,142 @@ mod tests {
             h.phases.push_back(PhaseTransition { phase, at: t(at), source: Default::default() });
         }
         let want = |p: &str| Expectation { final_phase: Some(p.into()), ..Default::default() };
-        let v = evaluate(&[want("Failed"), want("Succeeded")], &h, &Observed::default(), t(0));
+        let v = evaluate(&[want("Failed"), want("Succeeded")], &[h], &Observed::default(), t(0));
         assert_eq!((v[0].passed, v[1].passed, v[1].observed.as_str()), (true, false, "Failed"));
     }
 
     #[test]
     fn an_empty_expectation_fails_rather_than_passes() {
-        let v = evaluate(&[Expectation::default()], &history(), &Observed::default(), t(0));
+        let v = evaluate(&[Expectation::default()], &[history()], &Observed::default(), t(0));
         assert!(!v[0].passed);
+    }
+
+    fn hit(boot: u64, seq: u64, probe: &str, at_ms: u64) -> HitTime {
+        HitTime { boot, seq, probe: probe.into(), at_ms, result: "ok".into() }
+    }
+
+    #[test]
+    fn probe_intervals_are_measured_within_one_boot_and_merged_without_duplicates() {
+        let mut known = Vec::new();
+        merge_hit_times(&mut known, [hit(1, 0, "readiness", 1000), hit(1, 1, "liveness", 1500), hit(1, 2, "readiness", 3000)]);
+        // A second read repeats the first hits; a restart (boot 2) starts its own schedule.
+        merge_hit_times(&mut known, [hit(1, 2, "readiness", 3000), hit(1, 3, "readiness", 5100), hit(2, 0, "readiness", 60_000)]);
+        merge_hit_times(&mut known, [hit(2, 1, "readiness", 62_000)]);
+        assert_eq!(known.len(), 6);
+        let mut observed = Observed::default();
+        observed.hit_times.insert(9090, known);
+        let interval = |min: f64, max: f64, min_gaps: u32| Expectation {
+            probe_interval: Some(crate::crd::experiment::ProbeIntervalExpectation {
+                probe: "readiness".into(),
+                min_seconds: min,
+                max_seconds: max,
+                min_gaps,
+                port: 9090,
+            }),
+            ..Default::default()
+        };
+        let v = evaluate(&[interval(1.5, 2.5, 3), interval(1.5, 2.05, 3), interval(1.5, 2.5, 4)], &[history()], &observed, t(0));
+        assert_eq!(v.iter().map(|v| v.passed).collect::<Vec<_>>(), [true, false, false]);
+        assert_eq!(v[0].observed, "3 gaps, 2.00s..2.10s");
+        assert_eq!(v[1].observed, "3 gaps, outside: 2.10s");
+    }
+
+    #[test]
+    fn ready_after_startup_is_timed_from_the_started_flip() {
+        use crate::lifecycle::history::Flip;
+        let mut h = history();
+        let want = |max: f64| Expectation {
+            ready_after_startup: Some(crate::crd::experiment::ReadyAfterStartup { container: "target".into(), max_seconds: max }),
+            ..Default::default()
+        };
+        let v = evaluate(&[want(3.0)], &[h.clone()], &Observed::default(), t(0));
+        assert_eq!(v[0].observed, "startup never succeeded");
+        h.containers[0].started.push_back(Flip { value: false, at: t(1) });
+        h.containers[0].started.push_back(Flip { value: true, at: t(10) });
+        // Ready turned True at 12 s in the fixture: 2 s after startup.
+        let v = evaluate(&[want(3.0), want(1.0)], &[h.clone()], &Observed::default(), t(0));
+        assert_eq!((v[0].passed, v[1].passed, v[0].observed.as_str()), (true, false, "Ready 2.0s after startup succeeded"));
+        // Ready long before startup succeeded is wrong however small the bound.
+        h.containers[0].started.back_mut().unwrap().at = t(20);
+        assert!(!evaluate(&[want(3.0)], &[h], &Observed::default(), t(0))[0].passed);
+    }
+
+    #[test]
+    fn the_backoff_cap_must_be_reached_and_held() {
+        use crate::crd::experiment::BackoffExpectation;
+        let mut h = history();
+        let restart = |n: i32, announced: f64| -> crate::lifecycle::history::Restart {
+            serde_json::from_value(
+                serde_json::json!({"number": n, "backoffStep": n, "announcedSeconds": announced, "expectedSeconds": announced}),
+            )
+            .unwrap()
+        };
+        for (n, a) in [(2, 10.0), (3, 20.0), (4, 40.0), (5, 80.0), (6, 160.0), (7, 300.0)] {
+            h.containers[0].restarts.push_back(restart(n, a));
+        }
+        let capped = |cap: f64| Expectation {
+            backoff: Some(BackoffExpectation { container: "target".into(), min_restarts: 0, cap_seconds: Some(cap) }),
+            ..Default::default()
+        };
+        // Reached once but not yet held.
+        assert!(!evaluate(&[capped(300.0)], &[h.clone()], &Observed::default(), t(0))[0].passed);
+        h.containers[0].backoff = BackoffState::Waiting { announced_seconds: 300.0, next_restart_after: None };
+        let v = evaluate(&[capped(300.0), capped(600.0)], &[h.clone()], &Observed::default(), t(0));
+        assert_eq!((v[0].passed, v[1].passed), (true, false));
+        assert!(v[0].observed.ends_with("announced 10s, 20s, 40s, 80s, 160s, 300s, 300s"), "{}", v[0].observed);
+        // Doubling past the cap breaks it.
+        h.containers[0].backoff = BackoffState::Waiting { announced_seconds: 600.0, next_restart_after: None };
+        assert!(!evaluate(&[capped(300.0)], &[h], &Observed::default(), t(0))[0].passed);
+    }
+
+    fn run(started: i64, finished: i64) -> crate::lifecycle::history::TerminationRecord {
+        let at = |s: i64| t(s).to_string();
+        serde_json::from_value(serde_json::json!({"run": 0, "exitCode": 0, "startedAt": at(started), "finishedAt": at(finished)})).unwrap()
+    }
+
+    #[test]
+    fn a_jobs_concurrency_counts_overlapping_runs_and_every_pod_is_checked() {
+        use crate::crd::experiment::JobExpectation;
+        let pods: Vec<PodHistory> = [(0, 5), (1, 6), (5, 9), (7, 12)]
+            .into_iter()
+            .enumerate()
+            .map(|(i, (s, f))| {
+                let mut h = history();
+                h.pod = format!("job-{i}");
+                h.containers[0].terminations.push_back(run(s, f));
+                h.containers[0].restart_count = i32::from(i == 3);
+                h
+            })
+            .collect();
+        // 0-5, 1-6 and 5-9 overlap at second 5 (1 s resolution counts touching as overlapping).
+        assert_eq!(max_concurrent_runs(&pods), 3);
+        assert_eq!(max_concurrent_runs(&pods[..2]), 2);
+        let job = JobObserved { succeeded: 4, failed: 0, true_conditions: vec!["SuccessCriteriaMet".into(), "Complete".into()] };
+        let observed = Observed { job: Some(job), ..Default::default() };
+        let expect_job = |max: i32| Expectation {
+            job: Some(JobExpectation {
+                succeeded: Some(4),
+                failed: Some(0),
+                condition: Some("Complete".into()),
+                max_concurrent: Some(max),
+                min_concurrent: Some(2),
+            }),
+            ..Default::default()
+        };
+        let no_restart = no_restart_for("target");
+        let v = evaluate(&[expect_job(3), expect_job(2), no_restart], &pods, &observed, t(0));
+        assert_eq!(v.iter().map(|v| v.passed).collect::<Vec<_>>(), [true, false, false]);
+        assert_eq!(v[1].observed, "succeeded 4, failed 0, SuccessCriteriaMet,Complete=True, 3 running at once");
+        assert_eq!(v[2].observed, "pod job-3: 1");
+        let v = evaluate(&[expect_job(3)], &pods, &Observed::default(), t(0));
+        assert_eq!(v[0].observed, "this experiment ran no Job");
+        assert_eq!(evaluate(&[no_restart_for("target")], &[], &Observed::default(), t(0))[0].observed, "no pod observed");
+    }
+
+    fn no_restart_for(c: &str) -> Expectation {
+        Expectation {
+            restarts: Some(crate::crd::experiment::CountRange { container: c.into(), min: 0, max: Some(0) }),
+            ..Default::default()
+        }
     }
 }

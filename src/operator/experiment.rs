@@ -13,18 +13,22 @@ use std::time::Duration;
 
 use futures::TryStreamExt;
 use jiff::Timestamp;
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event, Pod};
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{AttachParams, DeleteParams, Patch, PatchParams, PostParams, PropagationPolicy};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 
+use crate::crd::experiment::TargetMark;
 use crate::crd::experiment::{ExperimentPhase, ExperimentStatus, ProbeExperiment};
-use crate::harness::verdict::{Observed, evaluate};
+use crate::harness::verdict::{HitTime, JobObserved, Observed, TargetEvent, evaluate, merge_hit_times};
 use crate::lifecycle::{BackoffProfile, EventSnapshot, PodHistory, PodSnapshot, Source};
+use crate::target::record::RecordSnapshot;
 
 const TICK: Duration = Duration::from_millis(200);
+const DEFAULT_CONTROL_PORT: u16 = 9090;
 
 /// Watches ProbeExperiments in `namespaces` (all if empty) and runs each new one once.
 pub async fn run_experiments(client: Client, namespaces: Vec<String>, target_image: String, profile: BackoffProfile) {
@@ -125,7 +129,111 @@ async fn run_one(client: Client, exp: ProbeExperiment, image: String, profile: B
     status.finished_at = Some(Timestamp::now());
     tracing::info!(phase = ?status.phase, summary = %status.summary, "experiment finished");
     write_status(&client, &exp, &status).await;
-    let _ = pods.delete(&pod_name(&exp.name_any()), &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await;
+    let name = pod_name(&exp.name_any());
+    if exp.spec.job.is_some() {
+        let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
+        let dp =
+            DeleteParams { grace_period_seconds: Some(0), propagation_policy: Some(PropagationPolicy::Background), ..Default::default() };
+        let _ = jobs.delete(&name, &dp).await;
+    } else {
+        let _ = pods.delete(&name, &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await;
+    }
+}
+
+/// What the experiment created: one pod, or a Job whose pods are all observed.
+enum Subject {
+    Pod { name: String, uid: String },
+    Job { name: String },
+}
+
+/// Every observed pod's history, keyed by pod UID, plus events that arrived before their pod.
+#[derive(Default)]
+struct Histories {
+    pods: BTreeMap<String, PodHistory>,
+    early_events: Vec<(String, EventSnapshot)>,
+}
+
+impl Histories {
+    fn observe_pod(&mut self, p: &Pod, profile: &BackoffProfile) {
+        let uid = p.uid().unwrap_or_default();
+        let fresh = !self.pods.contains_key(&uid);
+        let h = self.pods.entry(uid.clone()).or_insert_with(|| PodHistory::new(&p.name_any(), &uid));
+        h.observe(&PodSnapshot::from_pod(p), Timestamp::now(), Source::Live, profile);
+        if fresh {
+            for (_, e) in self.early_events.extract_if(.., |(owner, _)| *owner == uid) {
+                let _ = h.observe_event(&e);
+            }
+        }
+    }
+
+    fn observe_event(&mut self, e: &Event) {
+        let (Some(owner), Some(snapshot)) = (e.involved_object.uid.clone(), EventSnapshot::from_event(e)) else { return };
+        match self.pods.get_mut(&owner) {
+            Some(h) => {
+                h.observe_event(&snapshot);
+            }
+            // Bounded: events for pods never seen are kept up to this many.
+            None if self.early_events.len() < 1000 => self.early_events.push((owner, snapshot)),
+            None => {}
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Deletes a leftover object of the same name (an earlier run) and waits until it is gone.
+async fn delete_leftover<K>(api: &Api<K>, name: &str)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let dp = DeleteParams { grace_period_seconds: Some(0), propagation_policy: Some(PropagationPolicy::Background), ..Default::default() };
+    let _ = api.delete(name, &dp).await;
+    for _ in 0..100 {
+        if api.get_opt(name).await.ok().flatten().is_none() {
+            break;
+        }
+        tokio::time::sleep(TICK).await;
+    }
+}
+
+async fn create_subject(client: &Client, exp: &ProbeExperiment, image: &str) -> Result<(Subject, Timestamp), String> {
+    let ns = exp.namespace().unwrap_or_default();
+    let name = pod_name(&exp.name_any());
+    let pod = build_pod(exp, image)?;
+    let Some(settings) = &exp.spec.job else {
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        delete_leftover(&pods, &name).await;
+        let created = pods.create(&PostParams::default(), &pod).await.map_err(|e| format!("cannot create pod {name}: {e}"))?;
+        let at = created.metadata.creation_timestamp.clone().map_or_else(Timestamp::now, |t| t.0);
+        return Ok((Subject::Pod { name, uid: created.uid().unwrap_or_default() }, at));
+    };
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
+    delete_leftover(&jobs, &name).await;
+    let job: Job = serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {"podlife.io/experiment": exp.name_any()}, "ownerReferences": pod.metadata.owner_references},
+        "spec": {
+            "completions": settings.completions,
+            "parallelism": settings.parallelism,
+            "backoffLimit": settings.backoff_limit,
+            "template": {"metadata": {"labels": pod.metadata.labels}, "spec": pod.spec},
+        },
+    }))
+    .map_err(|e| e.to_string())?;
+    let created = jobs.create(&PostParams::default(), &job).await.map_err(|e| format!("cannot create job {name}: {e}"))?;
+    let at = created.metadata.creation_timestamp.clone().map_or_else(Timestamp::now, |t| t.0);
+    Ok((Subject::Job { name }, at))
+}
+
+/// The Job's counts and True conditions; `None` if it cannot be read.
+async fn read_job(jobs: &Api<Job>, name: &str) -> Option<JobObserved> {
+    let status = jobs.get_opt(name).await.ok().flatten()?.status.unwrap_or_default();
+    Some(JobObserved {
+        succeeded: status.succeeded.unwrap_or(0),
+        failed: status.failed.unwrap_or(0),
+        true_conditions: status.conditions.unwrap_or_default().into_iter().filter(|c| c.status == "True").map(|c| c.type_).collect(),
+    })
 }
 
 async fn observe(
@@ -137,49 +245,50 @@ async fn observe(
 ) -> Result<(), String> {
     let ns = exp.namespace().unwrap_or_default();
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let name = pod_name(&exp.name_any());
-    let _ = pods.delete(&name, &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await;
-    for _ in 0..100 {
-        if pods.get_opt(&name).await.ok().flatten().is_none() {
-            break;
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
+    let (subject, created_at) = create_subject(client, exp, image).await?;
+    let pod_selector = match &subject {
+        Subject::Pod { name, uid } => {
+            status.pod_name = Some(name.clone());
+            status.report = Some(uid.clone());
+            watcher::Config::default().fields(&format!("metadata.name={name}"))
         }
-        tokio::time::sleep(TICK).await;
-    }
-    let created =
-        pods.create(&PostParams::default(), &build_pod(exp, image)?).await.map_err(|e| format!("cannot create pod {name}: {e}"))?;
-    let created_at = created.metadata.creation_timestamp.clone().map_or_else(Timestamp::now, |t| t.0);
-    let uid = created.uid().unwrap_or_default();
-    status.pod_name = Some(name.clone());
-    status.report = Some(uid.clone());
+        Subject::Job { name } => {
+            status.job_name = Some(name.clone());
+            watcher::Config::default().labels(&format!("batch.kubernetes.io/job-name={name}"))
+        }
+    };
     write_status(client, exp, status).await;
 
-    let history = Arc::new(Mutex::new(PodHistory::new(&name, &uid)));
+    let histories: Arc<Mutex<Histories>> = Arc::default();
     let pod_watch = {
-        let history = Arc::clone(&history);
+        let histories = Arc::clone(&histories);
         let profile = *profile;
-        let cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
-        tokio::spawn(watcher(pods.clone(), cfg).default_backoff().applied_objects().try_for_each(move |p: Pod| {
-            if p.uid().as_deref() == Some(uid.as_str()) {
-                history.lock().unwrap_or_else(std::sync::PoisonError::into_inner).observe(
-                    &PodSnapshot::from_pod(&p),
-                    Timestamp::now(),
-                    Source::Live,
-                    &profile,
-                );
+        let only_uid = match &subject {
+            Subject::Pod { uid, .. } => Some(uid.clone()),
+            Subject::Job { .. } => None,
+        };
+        tokio::spawn(watcher(pods.clone(), pod_selector).default_backoff().applied_objects().try_for_each(move |p: Pod| {
+            // A bare pod's name may still carry an earlier run's pod; follow only ours.
+            if only_uid.as_ref().is_none_or(|u| p.uid().as_ref() == Some(u)) {
+                lock(&histories).observe_pod(&p, &profile);
             }
             futures::future::ready(Ok(()))
         }))
     };
     let event_watch = {
-        let history = Arc::clone(&history);
+        let histories = Arc::clone(&histories);
         let events: Api<Event> = Api::namespaced(client.clone(), &ns);
-        let cfg = watcher::Config::default().fields(&format!("involvedObject.name={name},involvedObject.kind=Pod"));
-        tokio::spawn(watcher(events, cfg).default_backoff().touched_objects().try_for_each(move |e: Event| {
-            if let Some(s) = EventSnapshot::from_event(&e) {
-                history.lock().unwrap_or_else(std::sync::PoisonError::into_inner).observe_event(&s);
-            }
-            futures::future::ready(Ok(()))
-        }))
+        let fields = match &subject {
+            Subject::Pod { name, .. } => format!("involvedObject.name={name},involvedObject.kind=Pod"),
+            Subject::Job { .. } => "involvedObject.kind=Pod".to_string(),
+        };
+        tokio::spawn(watcher(events, watcher::Config::default().fields(&fields)).default_backoff().touched_objects().try_for_each(
+            move |e: Event| {
+                lock(&histories).observe_event(&e);
+                futures::future::ready(Ok(()))
+            },
+        ))
     };
 
     let end = Duration::from_secs(u64::from(exp.spec.duration_seconds));
@@ -189,96 +298,211 @@ async fn observe(
         .spec
         .expectations
         .iter()
-        .filter_map(|e| e.probe_hits.as_ref().map(|p| p.port).or(e.hook_order.as_ref().map(|o| o.port)))
+        .filter_map(|e| {
+            e.probe_hits.as_ref().map(|p| p.port).or(e.hook_order.as_ref().map(|o| o.port)).or(e.probe_interval.as_ref().map(|p| p.port))
+        })
         .collect();
+    // podlife-target's own control port, for the picture's probe hits and hook markers.
+    let runs_target = exp.spec.pod.containers.iter().chain(exp.spec.pod.init_containers.iter().flatten());
+    if runs_target.into_iter().any(|c| c.image.as_deref().unwrap_or_default().is_empty()) {
+        hit_ports.push(DEFAULT_CONTROL_PORT);
+    }
+    hit_ports.sort_unstable();
     hit_ports.dedup();
+    let mut last_poll = std::time::Instant::now() - Duration::from_secs(1);
     loop {
         let elapsed = Timestamp::now().duration_since(created_at).as_secs_f64();
-        let mut fired = Vec::new();
-        for &i in &pending {
-            let action = &exp.spec.actions[i];
-            let due = match (&action.at_seconds, &action.when) {
-                (Some(at), _) => Some(*at),
-                (None, Some(cond)) => {
-                    let h = history.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                    h.conditions
-                        .iter()
-                        .find(|c| &c.type_ == cond && c.status == "True")
-                        .map(|c| c.at.duration_since(created_at).as_secs_f64())
+        if let Subject::Pod { name, uid } = &subject {
+            let mut fired = Vec::new();
+            for &i in &pending {
+                let action = &exp.spec.actions[i];
+                let due = match (&action.at_seconds, &action.when) {
+                    (Some(at), _) => Some(*at),
+                    (None, Some(cond)) => lock(&histories)
+                        .pods
+                        .get(uid)
+                        .and_then(|h| h.conditions.iter().find(|c| &c.type_ == cond && c.status == "True").map(|c| c.at))
+                        .map(|at| at.duration_since(created_at).as_secs_f64()),
+                    (None, None) => Some(0.0),
                 }
-                (None, None) => Some(0.0),
+                .map(|t| t + action.delay_seconds.unwrap_or(0.0));
+                if due.is_some_and(|d| elapsed >= d) {
+                    fired.push(i);
+                    if action.delete.is_some() {
+                        observed.deleted_at = Some(Timestamp::now());
+                    }
+                    let result = perform(client, &ns, name, exp, action).await;
+                    status.actions_done.push(format!("{elapsed:.1}s {}: {result}", action.name));
+                }
             }
-            .map(|t| t + action.delay_seconds.unwrap_or(0.0));
-            if due.is_some_and(|d| elapsed >= d) {
-                fired.push(i);
-                if action.delete.is_some() {
-                    observed.deleted_at = Some(Timestamp::now());
-                }
-                let result = perform(client, &ns, &name, action).await;
-                status.actions_done.push(format!("{elapsed:.1}s {}: {result}", action.name));
+            pending.retain(|i| !fired.contains(i));
+            if !fired.is_empty() {
+                write_status(client, exp, status).await;
             }
         }
-        pending.retain(|i| !fired.contains(i));
-        if !fired.is_empty() {
-            write_status(client, exp, status).await;
-        }
-        // Read the target's counters while the pod is still there.
-        for port in &hit_ports {
-            if let Some((counters, events)) = fetch_hits(client, &ns, &name, *port).await {
-                observed.hits.insert(*port, counters);
-                // A container killed and restarted starts a new record; keep the longest view.
-                let known = observed.target_events.entry(*port).or_default();
-                if events.len() >= known.len() {
-                    *known = events;
+        // Once a second: read the target's record while the pod is still there, and the Job.
+        if last_poll.elapsed() >= Duration::from_secs(1) {
+            last_poll = std::time::Instant::now();
+            if let Subject::Pod { name, .. } = &subject {
+                for port in &hit_ports {
+                    if let Some(read) = fetch_hits(client, &ns, name, *port).await {
+                        observed.hits.insert(*port, read.counters);
+                        // A container killed and restarted starts a new record; keep the longest view.
+                        let known = observed.target_events.entry(*port).or_default();
+                        if read.events.len() >= known.len() {
+                            *known = read.events;
+                        }
+                        merge_hit_times(observed.hit_times.entry(*port).or_default(), read.hit_times);
+                    }
+                }
+            }
+            if let Subject::Job { name } = &subject {
+                observed.job = read_job(&jobs, name).await.or(observed.job.take());
+                // A finished Job has nothing more to show: judge it now.
+                if observed.job.as_ref().is_some_and(|j| j.true_conditions.iter().any(|c| c == "Complete" || c == "Failed")) {
+                    break;
                 }
             }
         }
         if elapsed >= end.as_secs_f64() {
             break;
         }
-        tokio::time::sleep(if hit_ports.is_empty() { TICK } else { Duration::from_secs(1) }).await;
+        tokio::time::sleep(TICK).await;
     }
     // Let the last status and events arrive before judging.
     tokio::time::sleep(Duration::from_secs(1)).await;
     pod_watch.abort();
     event_watch.abort();
-    let history = history.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-    status.verdicts = evaluate(&exp.spec.expectations, &history, &observed, created_at);
+    let pods_seen: Vec<PodHistory> = lock(&histories).pods.values().cloned().collect();
+    if status.report.is_none() {
+        status.report = pods_seen.first().map(|h| h.uid.clone());
+    }
+    status.verdicts = evaluate(&exp.spec.expectations, &pods_seen, &observed, created_at);
+    status.target_marks = target_marks(&observed);
     let passed = status.verdicts.iter().filter(|v| v.passed).count();
     status.summary = format!("{passed}/{}", status.verdicts.len());
     status.phase = if passed == status.verdicts.len() { ExperimentPhase::Passed } else { ExperimentPhase::Failed };
     Ok(())
 }
 
-async fn perform(client: &Client, ns: &str, pod: &str, action: &crate::crd::experiment::Action) -> String {
+async fn perform(client: &Client, ns: &str, pod: &str, exp: &ProbeExperiment, action: &crate::crd::experiment::Action) -> String {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     if let Some(call) = &action.call {
         let uri = format!("/api/v1/namespaces/{ns}/pods/{pod}:{}/proxy{}", call.port, call.path);
         let req = http::Request::builder().method(call.method.as_str()).uri(uri).body(call.body.clone().unwrap_or_default().into_bytes());
         return match req {
             Ok(req) => match client.request_text(req).await {
-                Ok(text) => format!("{} {} -> {}", call.method, call.path, text.trim().chars().take(80).collect::<String>()),
+                Ok(text) => format!("{} {} -> {}", call.method, call.path, one_line(&text)),
                 Err(e) => format!("{} {} failed: {e}", call.method, call.path),
             },
             Err(e) => format!("bad request: {e}"),
         };
     }
     if let Some(d) = &action.delete {
-        let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
         let dp = DeleteParams { grace_period_seconds: d.grace_period_seconds.and_then(|g| u32::try_from(g).ok()), ..Default::default() };
         return match pods.delete(pod, &dp).await {
             Ok(_) => format!("deleted (grace {:?})", d.grace_period_seconds),
             Err(e) => format!("delete failed: {e}"),
         };
     }
+    if let Some(x) = &action.exec {
+        let container = x.container.clone().or_else(|| exp.spec.pod.containers.first().map(|c| c.name.clone())).unwrap_or_default();
+        // Bounded like every other step: a command that never ends must not stall the experiment.
+        return match tokio::time::timeout(EXEC_LIMIT, exec(&pods, pod, &container, &x.command)).await {
+            Ok(Ok(done)) => format!("exec {} in {container} -> {done}", x.command.join(" ")),
+            Ok(Err(e)) => format!("exec {} in {container} failed: {e}", x.command.join(" ")),
+            Err(_) => format!("exec {} in {container} still running after {}s; abandoned", x.command.join(" "), EXEC_LIMIT.as_secs()),
+        };
+    }
     "nothing to do".into()
 }
 
-/// The target's probe counters and its lifecycle event kinds, in order.
-async fn fetch_hits(client: &Client, ns: &str, pod: &str, port: u16) -> Option<(BTreeMap<String, BTreeMap<String, u64>>, Vec<String>)> {
+const EXEC_LIMIT: Duration = Duration::from_secs(30);
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(120).collect()
+}
+
+/// Runs `command` in `container` through pods/exec; "exit N: output".
+async fn exec(pods: &Api<Pod>, pod: &str, container: &str, command: &[String]) -> Result<String, kube::Error> {
+    use tokio::io::AsyncReadExt;
+    let params = AttachParams::default().container(container).stdin(false).stdout(true).stderr(true);
+    let mut process = pods.exec(pod, command.iter().map(String::as_str), &params).await?;
+    let mut output = String::new();
+    if let Some(mut out) = process.stdout() {
+        let _ = out.read_to_string(&mut output).await;
+    }
+    if let Some(mut err) = process.stderr() {
+        let _ = err.read_to_string(&mut output).await;
+    }
+    let status = match process.take_status() {
+        Some(s) => s.await,
+        None => None,
+    };
+    let _ = process.join().await;
+    Ok(format!("{}: {}", exit_of(status.as_ref()), one_line(&output)))
+}
+
+/// The exit code in a pods/exec status: Success is 0; a failure carries it as an ExitCode cause.
+fn exit_of(status: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Status>) -> String {
+    let Some(s) = status else { return "exit unknown".into() };
+    if s.status.as_deref() == Some("Success") {
+        return "exit 0".into();
+    }
+    let code = s
+        .details
+        .as_ref()
+        .and_then(|d| d.causes.as_ref())
+        .and_then(|c| c.iter().find(|c| c.reason.as_deref() == Some("ExitCode")).and_then(|c| c.message.clone()));
+    match code {
+        Some(c) => format!("exit {c}"),
+        None => format!("failed: {}", s.message.as_deref().unwrap_or("no message")),
+    }
+}
+
+/// The target's record as marks for the timeline: the newest hits and events, bounded so the
+/// status stays small.
+fn target_marks(observed: &Observed) -> Vec<TargetMark> {
+    const MAX_HITS: usize = 400;
+    const MAX_EVENTS: usize = 100;
+    let at = |ms: u64| Timestamp::from_millisecond(i64::try_from(ms).unwrap_or(i64::MAX)).ok();
+    let mut marks = Vec::new();
+    for (port, hits) in &observed.hit_times {
+        let newest = hits.iter().rev().take(MAX_HITS).rev();
+        marks.extend(
+            newest
+                .filter_map(|h| Some(TargetMark { at: at(h.at_ms)?, kind: h.probe.clone(), result: Some(h.result.clone()), port: *port })),
+        );
+    }
+    for (port, events) in &observed.target_events {
+        let shown = events.iter().filter(|e| !e.kind.starts_with("tcp-") && e.kind != "listening");
+        let shown: Vec<_> = shown.collect();
+        let newest = shown.iter().rev().take(MAX_EVENTS).rev();
+        marks.extend(newest.filter_map(|e| Some(TargetMark { at: at(e.at_ms)?, kind: e.kind.clone(), result: None, port: *port })));
+    }
+    marks.sort_by_key(|m| m.at);
+    marks
+}
+
+/// What one read of the target's `/hits` gives.
+struct HitsRead {
+    counters: BTreeMap<String, BTreeMap<String, u64>>,
+    events: Vec<TargetEvent>,
+    hit_times: Vec<HitTime>,
+}
+
+/// The target's probe counters, its lifecycle event kinds in order, and its hit times.
+async fn fetch_hits(client: &Client, ns: &str, pod: &str, port: u16) -> Option<HitsRead> {
     let req = http::Request::get(format!("/api/v1/namespaces/{ns}/pods/{pod}:{port}/proxy/hits")).body(Vec::new()).ok()?;
     let text = tokio::time::timeout(Duration::from_secs(2), client.request_text(req)).await.ok()?.ok()?;
-    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    let counters = serde_json::from_value(v.get("counters")?.clone()).ok()?;
-    let events = v.get("events")?.as_array()?.iter().filter_map(|e| e.get("kind")?.as_str().map(str::to_string)).collect();
-    Some((counters, events))
+    let snapshot: RecordSnapshot = serde_json::from_str(&text).ok()?;
+    Some(HitsRead {
+        counters: snapshot.counters,
+        events: snapshot.events.into_iter().map(|e| TargetEvent { kind: e.kind, at_ms: e.at_ms }).collect(),
+        hit_times: snapshot
+            .hits
+            .into_iter()
+            .map(|h| HitTime { boot: h.boot, seq: h.seq, probe: h.probe.as_str().to_string(), at_ms: h.at_ms, result: h.result })
+            .collect(),
+    })
 }

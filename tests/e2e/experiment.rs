@@ -53,10 +53,54 @@ async fn a_bad_spec_is_rejected_by_the_schema_with_a_message() {
         let (code, out, err) = cli(&["run", bad.to_str().unwrap(), "-n", &ns.name]);
         assert_eq!(code, Some(2), "{out}");
         assert!(err.contains("exactly one of atSeconds or when") && err.contains("an expectation checks exactly one thing"), "{err}");
+        // Actions act on one pod: a Job experiment takes none (a spec-level CEL rule).
+        std::fs::write(&bad, "apiVersion: podlife.io/v1alpha1\nkind: ProbeExperiment\nmetadata: {name: bad-job}\nspec:\n  durationSeconds: 5\n  job: {completions: 1, parallelism: 1}\n  pod: {restartPolicy: Never, containers: [{name: target}]}\n  actions: [{name: x, atSeconds: 1, exec: {command: [x]}}]\n  expectations: [{finalPhase: Succeeded}]\n").unwrap();
+        let (code, out, err) = cli(&["run", bad.to_str().unwrap(), "-n", &ns.name]);
+        assert_eq!(code, Some(2), "{out}");
+        assert!(err.contains("an experiment with a job takes none"), "{err}");
         let (code, _, err) = cli(&["run", "/nonexistent.yaml"]);
         assert_eq!(code, Some(2));
         assert!(err.contains("/nonexistent.yaml"), "{err}");
         tokio::time::sleep(Duration::from_millis(10)).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn exec_actions_run_in_the_container_and_report_their_exit_code() {
+    with_namespace("experiment_exec", |ns| async move {
+        install_crds(&ns).await;
+        let _op = Operator::start_with(&ns, &["--experiments"]);
+        let file = std::env::temp_dir().join(format!("{}-exec.yaml", ns.name));
+        std::fs::write(
+            &file,
+            r#"apiVersion: podlife.io/v1alpha1
+kind: ProbeExperiment
+metadata: {name: exec-actions}
+spec:
+  durationSeconds: 8
+  pod:
+    containers:
+      - name: target
+        args: ["--liveness", "fail 7"]
+        readinessProbe: {httpGet: {path: /readyz, port: 8080}, periodSeconds: 1}
+  actions:
+    - {name: ask liveness, when: Ready, exec: {command: [/usr/local/bin/podlife-target, probe, liveness]}}
+    - {name: ask readiness, when: Ready, delaySeconds: 1, exec: {container: target, command: [/usr/local/bin/podlife-target, probe, readiness]}}
+    - {name: no such binary, when: Ready, delaySeconds: 2, exec: {command: [/nonexistent]}}
+  expectations:
+    - probeHits: {probe: liveness, min: 1, max: 1}
+"#,
+        )
+        .unwrap();
+        let (code, out, err) = cli(&["run", file.to_str().unwrap(), "-n", &ns.name, "-o", "json"]);
+        assert_eq!(code, Some(0), "{out}\n{err}");
+        let status: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        let done: Vec<&str> = status["status"]["actionsDone"].as_array().unwrap().iter().filter_map(|a| a.as_str()).collect();
+        assert_eq!(done.len(), 3, "{done:?}");
+        assert!(done[0].contains("ask liveness: exec") && done[0].contains("-> exit 7"), "{done:?}");
+        assert!(done[1].contains("-> exit 0"), "{done:?}");
+        assert!(done[2].contains("no such binary") && !done[2].contains("exit 0"), "{done:?}");
     })
     .await;
 }
