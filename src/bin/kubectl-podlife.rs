@@ -2,7 +2,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use podlife::cli::{Format, RunFormat, load_experiments, report, run, suite};
+use podlife::cli::{Format, ReportFiles, RunFormat, load_experiments, report, run, suite};
 
 /// Reads what podlife recorded about your pods.
 #[derive(Parser, Debug)]
@@ -24,8 +24,15 @@ enum Command {
         namespace: String,
         #[arg(short, long, value_enum, default_value_t = RunFormat::Human)]
         output: RunFormat,
+        /// Width of the terminal timelines.
         #[arg(long, default_value_t = 100)]
         width: usize,
+        /// Also write JUnit XML here.
+        #[arg(long)]
+        junit: Option<std::path::PathBuf>,
+        /// Also write an HTML page with every verdict and timeline picture here.
+        #[arg(long)]
+        html: Option<std::path::PathBuf>,
     },
     /// Run a built-in suite. `conformance` reproduces the kubelet's upstream probe and lifecycle
     /// e2e checks against your cluster, one namespace per case, in parallel. Exit 0 if all passed.
@@ -40,6 +47,9 @@ enum Command {
         /// Also write JUnit XML here.
         #[arg(long)]
         junit: Option<std::path::PathBuf>,
+        /// Also write an HTML page with every verdict and timeline picture here.
+        #[arg(long)]
+        html: Option<std::path::PathBuf>,
     },
     /// A pod's timeline: phases, conditions, container states, restarts with measured vs
     /// expected back-off, probe kills and events.
@@ -71,13 +81,15 @@ async fn main() -> ExitCode {
             Command::Report { pod, namespace, output, width } => {
                 report(&client, &namespace, &pod, output, width, &mut std::io::stdout().lock()).await?
             }
-            Command::Suite { name: _, only, output, junit } => {
-                let (_, failed) = suite(&client, only.as_deref(), output, junit.as_deref(), &mut std::io::stdout().lock()).await?;
+            Command::Suite { name: _, only, output, junit, html } => {
+                let files = ReportFiles { junit, html };
+                let (_, failed) = suite(&client, only.as_deref(), output, &files, &mut std::io::stdout().lock()).await?;
                 return anyhow::Ok(failed == 0);
             }
-            Command::Run { files, namespace, output, width } => {
+            Command::Run { files, namespace, output, width, junit, html } => {
                 let experiments = load_experiments(&files).map_err(anyhow::Error::msg)?;
-                return anyhow::Ok(run(&client, &namespace, experiments, output, width, &mut std::io::stdout().lock()).await?);
+                let files = ReportFiles { junit, html };
+                return anyhow::Ok(run(&client, &namespace, experiments, output, width, &files, &mut std::io::stdout().lock()).await?);
             }
         }
         anyhow::Ok(true)

@@ -34,6 +34,8 @@ pub enum Format {
     Json,
     /// An SVG Gantt chart.
     Svg,
+    /// An HTML page with the SVG chart and the restart table.
+    Html,
 }
 
 /// Finds the newest report of `pod` in `namespace` (a recreated pod has a new report).
@@ -61,6 +63,7 @@ pub async fn report(client: &Client, namespace: &str, pod: &str, format: Format,
     match format {
         Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(&history)?)?,
         Format::Svg => write!(out, "{}", timeline.render_svg())?,
+        Format::Html => write!(out, "{}", report_html(&history, &timeline))?,
         Format::Human => {
             write!(out, "{}", timeline.render_text(width))?;
             let s = &history.summary;
@@ -79,6 +82,35 @@ pub async fn report(client: &Client, namespace: &str, pod: &str, format: Format,
         }
     }
     Ok(())
+}
+
+/// A pod's report as one HTML page: the chart, then every restart with measured vs expected.
+fn report_html(history: &crate::lifecycle::PodHistory, timeline: &Timeline) -> String {
+    let esc = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+    let mut page = format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>podlife: {0}</title><style>body{{font-family:'DejaVu Sans',Arial,sans-serif;margin:24px}} td,th{{border:1px solid #ccc;padding:4px 8px;font-size:13px}} table{{border-collapse:collapse}}</style></head><body>\n<h1>{0}</h1>\n{1}\n",
+        esc(&history.pod),
+        timeline.render_svg()
+    );
+    page.push_str(
+        "<table><tr><th>container</th><th>restart</th><th>measured</th><th>expected</th><th>announced</th><th>fits the curve</th></tr>\n",
+    );
+    for c in &history.containers {
+        for r in &c.restarts {
+            let secs = |s: Option<f64>| s.map_or("-".to_string(), crate::lifecycle::history::format_seconds);
+            page.push_str(&format!(
+                "<tr><td>{}</td><td>#{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+                esc(&c.name),
+                r.number,
+                secs(r.measured_seconds),
+                secs(Some(r.expected_seconds)),
+                secs(r.announced_seconds),
+                r.fits_curve.map_or("not measurable", |f| if f { "yes" } else { "NO" })
+            ));
+        }
+    }
+    page.push_str("</table></body></html>\n");
+    page
 }
 
 /// Output formats of `run`.
@@ -128,10 +160,32 @@ pub async fn run(
     experiments: Vec<crate::crd::ProbeExperiment>,
     format: RunFormat,
     width: usize,
+    files: &ReportFiles,
     out: &mut impl Write,
 ) -> Result<bool> {
     let placed = experiments.into_iter().map(|e| (namespace.to_string(), e)).collect();
-    Ok(run_placed(client, placed, format, width, out).await?.iter().all(passed))
+    let finished = run_placed(client, placed, format, width, out).await?;
+    files.write(client, &finished).await?;
+    Ok(finished.iter().all(passed))
+}
+
+/// Files to write besides the chosen output: JUnit XML and an HTML page with the pictures.
+#[derive(Debug, Default, Clone)]
+pub struct ReportFiles {
+    pub junit: Option<std::path::PathBuf>,
+    pub html: Option<std::path::PathBuf>,
+}
+
+impl ReportFiles {
+    async fn write(&self, client: &Client, finished: &[crate::crd::ProbeExperiment]) -> Result<()> {
+        if let Some(path) = &self.junit {
+            std::fs::write(path, junit(finished))?;
+        }
+        if let Some(path) = &self.html {
+            write_html(client, finished, path).await?;
+        }
+        Ok(())
+    }
 }
 
 fn passed(e: &crate::crd::ProbeExperiment) -> bool {
@@ -222,17 +276,96 @@ async fn run_placed(
                 for a in &s.actions_done {
                     writeln!(out, "  · action at {a}")?;
                 }
-                if let Some(pod) = &s.pod_name
-                    && let Ok(report) = find_report(client, &e.namespace().unwrap_or_default(), pod).await
-                    && let Some(history) = report.status
-                {
-                    let end = s.finished_at.unwrap_or_else(jiff::Timestamp::now);
-                    write!(out, "{}", Timeline::from_history(&history, end).render_text(width))?;
+                if let Some(timeline) = experiment_timeline(client, e).await {
+                    write!(out, "{}", timeline.render_text(width))?;
                 }
             }
         }
     }
     Ok(finished)
+}
+
+/// The timeline of an experiment's pod (the first pod of a Job) from its PodLifecycle report,
+/// with what podlife-target recorded; `None` if there is no report.
+pub async fn experiment_timeline(client: &Client, e: &crate::crd::ProbeExperiment) -> Option<Timeline> {
+    use kube::ResourceExt;
+    let s = e.status.clone().unwrap_or_default();
+    let ns = e.namespace().unwrap_or_default();
+    let report = match (&s.pod_name, &s.report) {
+        (Some(pod), _) => find_report(client, &ns, pod).await.ok()?,
+        (None, Some(name)) => Api::<PodLifecycle>::namespaced(client.clone(), &ns).get(name).await.ok()?,
+        (None, None) => return None,
+    };
+    let end = s.finished_at.unwrap_or_else(jiff::Timestamp::now);
+    Some(Timeline::from_history(&report.status?, end).with_target_marks(&s.target_marks))
+}
+
+/// Writes one self-contained HTML page: per experiment its verdicts and its timeline picture.
+///
+/// # Errors
+/// The file cannot be written.
+pub async fn write_html(client: &Client, experiments: &[crate::crd::ProbeExperiment], path: &std::path::Path) -> Result<()> {
+    let mut pictures = Vec::new();
+    for e in experiments {
+        pictures.push(experiment_timeline(client, e).await.map(|t| t.render_svg()));
+    }
+    std::fs::write(path, html(experiments, &pictures))?;
+    Ok(())
+}
+
+/// An HTML page with a section per experiment: phase, a verdict table (expected next to
+/// observed), actions and the SVG timeline. Pure, so it is tested without a cluster.
+#[must_use]
+pub fn html(experiments: &[crate::crd::ProbeExperiment], svgs: &[Option<String>]) -> String {
+    use kube::ResourceExt;
+    let esc = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;");
+    let passed_count = experiments.iter().filter(|e| passed(e)).count();
+    let mut page = format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>podlife: {passed_count}/{} passed</title>\n<style>\n\
+         body{{font-family:'DejaVu Sans',Arial,sans-serif;margin:24px;color:#222}} h1{{font-size:20px}} h2{{font-size:16px;margin-top:32px}}\n\
+         table{{border-collapse:collapse;margin:8px 0}} td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left;font-size:13px}}\n\
+         .Passed,.ok{{color:#2e7d4f}} .Failed,.Error,.bad{{color:#b3261e}} .reason{{color:#b3261e}} ul{{font-size:13px}} svg{{max-width:100%;height:auto}}\n\
+         </style></head><body>\n<h1>podlife: {passed_count} of {} experiments passed</h1>\n",
+        experiments.len(),
+        experiments.len()
+    );
+    for (i, e) in experiments.iter().enumerate() {
+        let s = e.status.clone().unwrap_or_default();
+        let name = esc(&e.name_any());
+        page.push_str(&format!(
+            "<h2 id=\"{name}\">{name} — <span class=\"{:?}\">{:?}</span> ({})</h2>\n",
+            s.phase,
+            s.phase,
+            esc(&s.summary)
+        ));
+        if let Some(reason) = &s.reason {
+            page.push_str(&format!("<p class=\"reason\">{}</p>\n", esc(reason)));
+        }
+        page.push_str("<table><tr><th></th><th>expectation</th><th>expected</th><th>observed</th></tr>\n");
+        for v in &s.verdicts {
+            let (mark, class) = if v.passed { ("✔", "ok") } else { ("✘", "bad") };
+            page.push_str(&format!(
+                "<tr class=\"{class}\"><td>{mark}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+                esc(&v.name),
+                esc(&v.expected),
+                esc(&v.observed)
+            ));
+        }
+        page.push_str("</table>\n");
+        if !s.actions_done.is_empty() {
+            page.push_str("<ul>");
+            for a in &s.actions_done {
+                page.push_str(&format!("<li>action at {}</li>", esc(a)));
+            }
+            page.push_str("</ul>\n");
+        }
+        match svgs.get(i).cloned().flatten() {
+            Some(svg) => page.push_str(&svg),
+            None => page.push_str("<p>(no timeline: the pod's PodLifecycle report was not found)</p>\n"),
+        }
+    }
+    page.push_str("</body></html>\n");
+    page
 }
 
 fn json_of(e: &crate::crd::ProbeExperiment) -> serde_json::Value {
@@ -282,10 +415,13 @@ pub fn junit(experiments: &[crate::crd::ProbeExperiment]) -> String {
 /// The built-in conformance suite: the kubelet's own upstream probe and lifecycle checks as
 /// ProbeExperiments (manifests/conformance/), embedded so the CLI needs no checkout.
 pub const CONFORMANCE: &[(&str, &str)] = &[
-    ("backoff-curve", include_str!("../../manifests/conformance/backoff-curve.yaml")),
+    ("backoff-curve-and-cap", include_str!("../../manifests/conformance/backoff-curve-and-cap.yaml")),
     ("grace-period-reduced-at-delete", include_str!("../../manifests/conformance/grace-period-reduced-at-delete.yaml")),
     ("graceful-delete-within-grace", include_str!("../../manifests/conformance/graceful-delete-within-grace.yaml")),
     ("hooks-order", include_str!("../../manifests/conformance/hooks-order.yaml")),
+    ("job-completions-parallelism", include_str!("../../manifests/conformance/job-completions-parallelism.yaml")),
+    ("job-onfailure-retries-in-place", include_str!("../../manifests/conformance/job-onfailure-retries-in-place.yaml")),
+    ("liveness-after-startup-restarts", include_str!("../../manifests/conformance/liveness-after-startup-restarts.yaml")),
     ("liveness-disabled-while-terminating", include_str!("../../manifests/conformance/liveness-disabled-while-terminating.yaml")),
     ("liveness-exec-no-restart", include_str!("../../manifests/conformance/liveness-exec-no-restart.yaml")),
     ("liveness-exec-restart", include_str!("../../manifests/conformance/liveness-exec-restart.yaml")),
@@ -296,6 +432,10 @@ pub const CONFORMANCE: &[(&str, &str)] = &[
     ("liveness-http-restart", include_str!("../../manifests/conformance/liveness-http-restart.yaml")),
     ("liveness-local-redirect-restart", include_str!("../../manifests/conformance/liveness-local-redirect-restart.yaml")),
     ("liveness-nonlocal-redirect-no-restart", include_str!("../../manifests/conformance/liveness-nonlocal-redirect-no-restart.yaml")),
+    (
+        "liveness-probe-grace-period-overrides-pod",
+        include_str!("../../manifests/conformance/liveness-probe-grace-period-overrides-pod.yaml"),
+    ),
     ("liveness-tcp-no-restart", include_str!("../../manifests/conformance/liveness-tcp-no-restart.yaml")),
     ("liveness-tcp-restart", include_str!("../../manifests/conformance/liveness-tcp-restart.yaml")),
     ("poststart-failing-restarts", include_str!("../../manifests/conformance/poststart-failing-restarts.yaml")),
@@ -307,9 +447,20 @@ pub const CONFORMANCE: &[(&str, &str)] = &[
     ("readiness-false-while-terminating", include_str!("../../manifests/conformance/readiness-false-while-terminating.yaml")),
     ("readiness-initial-delay", include_str!("../../manifests/conformance/readiness-initial-delay.yaml")),
     ("restart-always-exit-0-restarts", include_str!("../../manifests/conformance/restart-always-exit-0-restarts.yaml")),
+    ("restart-always-exit-1-restarts", include_str!("../../manifests/conformance/restart-always-exit-1-restarts.yaml")),
+    ("restart-never-exit-0-succeeded", include_str!("../../manifests/conformance/restart-never-exit-0-succeeded.yaml")),
     ("restart-never-exit-1-failed", include_str!("../../manifests/conformance/restart-never-exit-1-failed.yaml")),
     ("restart-onfailure-exit-0-succeeded", include_str!("../../manifests/conformance/restart-onfailure-exit-0-succeeded.yaml")),
+    ("restart-onfailure-exit-1-restarts", include_str!("../../manifests/conformance/restart-onfailure-exit-1-restarts.yaml")),
+    ("sidecar-liveness-exec-restart", include_str!("../../manifests/conformance/sidecar-liveness-exec-restart.yaml")),
+    ("sidecar-liveness-http-no-restart", include_str!("../../manifests/conformance/sidecar-liveness-http-no-restart.yaml")),
+    ("sidecar-liveness-http-restart", include_str!("../../manifests/conformance/sidecar-liveness-http-restart.yaml")),
+    ("sidecar-readiness-failing-never-ready", include_str!("../../manifests/conformance/sidecar-readiness-failing-never-ready.yaml")),
+    ("sidecar-startup-delays-liveness", include_str!("../../manifests/conformance/sidecar-startup-delays-liveness.yaml")),
+    ("sidecar-startup-failing-restarts", include_str!("../../manifests/conformance/sidecar-startup-failing-restarts.yaml")),
+    ("startup-delays-liveness", include_str!("../../manifests/conformance/startup-delays-liveness.yaml")),
     ("startup-failing-restarts", include_str!("../../manifests/conformance/startup-failing-restarts.yaml")),
+    ("startup-probe-grace-period-overrides-pod", include_str!("../../manifests/conformance/startup-probe-grace-period-overrides-pod.yaml")),
     ("startup-then-ready", include_str!("../../manifests/conformance/startup-then-ready.yaml")),
 ];
 
@@ -322,7 +473,7 @@ pub async fn suite(
     client: &Client,
     filter: Option<&str>,
     format: RunFormat,
-    junit_file: Option<&std::path::Path>,
+    files: &ReportFiles,
     out: &mut impl Write,
 ) -> Result<(usize, usize)> {
     use k8s_openapi::api::core::v1::Namespace;
@@ -356,9 +507,7 @@ pub async fn suite(
     }
     let created: Vec<String> = placed.iter().map(|(ns, _)| ns.clone()).collect();
     let finished = run_placed(client, placed, format, 100, out).await?;
-    if let Some(path) = junit_file {
-        std::fs::write(path, junit(&finished))?;
-    }
+    files.write(client, &finished).await?;
     let ok = finished.iter().filter(|e| passed(e)).count();
     let failed = finished.len() - ok;
     if format == RunFormat::Human {
@@ -404,5 +553,28 @@ mod tests {
         let xml = junit(&[exp]);
         assert!(xml.contains(r#"tests="2" failures="1" errors="0""#), "{xml}");
         assert!(xml.contains("a&lt;b") && xml.contains("expected &quot;x&quot;, observed y &amp; z"), "{xml}");
+    }
+
+    #[test]
+    fn html_shows_each_verdict_next_to_its_observation_and_embeds_the_picture() {
+        let mut exp: crate::crd::ProbeExperiment = serde_yaml::from_str(CONFORMANCE[0].1).unwrap();
+        exp.status = Some(crate::crd::experiment::ExperimentStatus {
+            phase: crate::crd::experiment::ExperimentPhase::Failed,
+            summary: "0/1".into(),
+            verdicts: vec![crate::crd::experiment::Verdict {
+                name: "restarts of <target>".into(),
+                passed: false,
+                expected: "0".into(),
+                observed: "2".into(),
+            }],
+            actions_done: vec!["3.0s fail liveness: PUT /scripts/liveness -> ok".into()],
+            ..Default::default()
+        });
+        let page = html(&[exp.clone(), exp], &[Some("<svg id=\"one\"></svg>".into()), None]);
+        assert!(page.starts_with("<!DOCTYPE html>") && page.trim_end().ends_with("</html>"));
+        assert!(page.contains("0 of 2 experiments passed"), "{page}");
+        assert!(page.contains("<td>restarts of &lt;target&gt;</td><td>0</td><td>2</td>"), "{page}");
+        assert!(page.contains("<svg id=\"one\">") && page.contains("no timeline"), "{page}");
+        assert!(page.contains("action at 3.0s fail liveness"));
     }
 }

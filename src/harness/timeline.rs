@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use jiff::Timestamp;
 
+use crate::crd::experiment::TargetMark;
 use crate::lifecycle::history::{PodHistory, format_seconds};
 use crate::lifecycle::snapshot::ContainerState;
 
@@ -29,6 +30,16 @@ pub struct Segment {
 pub struct Lane {
     pub name: String,
     pub segments: Vec<Segment>,
+    /// Instants drawn as thin ticks, e.g. probe hits.
+    pub ticks: Vec<Tick>,
+}
+
+/// One instant on a lane: a probe hit, green if answered ok.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tick {
+    pub at: f64,
+    pub label: String,
+    pub tone: Tone,
 }
 
 /// A point in time worth a note: a restart, a termination, an event.
@@ -90,7 +101,7 @@ impl Timeline {
                 (secs(origin, p.at), p.phase.as_str().to_string(), tone)
             })
             .collect();
-        lanes.push(Lane { name: "phase".into(), segments: segments(phase_points, span) });
+        lanes.push(Lane { name: "phase".into(), segments: segments(phase_points, span), ticks: Vec::new() });
         let mut condition_types: Vec<&str> = Vec::new();
         for c in &history.conditions {
             if !condition_types.contains(&c.type_.as_str()) {
@@ -104,7 +115,7 @@ impl Timeline {
                 .filter(|c| c.type_ == kind)
                 .map(|c| (secs(origin, c.at), c.status.clone(), if c.status == "True" { Tone::Good } else { Tone::Bad }))
                 .collect();
-            lanes.push(Lane { name: kind.to_string(), segments: segments(points, span) });
+            lanes.push(Lane { name: kind.to_string(), segments: segments(points, span), ticks: Vec::new() });
         }
         let mut markers = Vec::new();
         for c in &history.containers {
@@ -124,7 +135,7 @@ impl Timeline {
                     (secs(origin, s.at), label, tone)
                 })
                 .collect();
-            lanes.push(Lane { name: lane.clone(), segments: segments(points, span) });
+            lanes.push(Lane { name: lane.clone(), segments: segments(points, span), ticks: Vec::new() });
             for r in &c.restarts {
                 let Some(at) = r.started_at.or(r.previous_finished_at) else { continue };
                 let measured = r.measured_seconds.map_or_else(|| "?".to_string(), format_seconds);
@@ -179,6 +190,32 @@ impl Timeline {
         Timeline { title: history.pod.clone(), origin, span, lanes, markers }
     }
 
+    /// Adds what podlife-target recorded: a lane of probe hits per probe type (ticks, green
+    /// for ok), and its hooks, signals and exits as markers.
+    #[must_use]
+    pub fn with_target_marks(mut self, marks: &[TargetMark]) -> Timeline {
+        let several_targets = marks.iter().any(|m| m.port != marks[0].port);
+        let lane_name = |m: &TargetMark, what: &str| if several_targets { format!("{what} :{}", m.port) } else { what.to_string() };
+        for m in marks {
+            let at = secs(self.origin, m.at);
+            if let Some(result) = &m.result {
+                let name = lane_name(m, &format!("{} hits", m.kind));
+                let tone = if result == "ok" { Tone::Good } else { Tone::Bad };
+                let tick = Tick { at, label: format!("{} {result}", m.kind), tone };
+                match self.lanes.iter_mut().find(|l| l.name == name) {
+                    Some(lane) => lane.ticks.push(tick),
+                    None => self.lanes.push(Lane { name, segments: Vec::new(), ticks: vec![tick] }),
+                }
+            } else if m.kind != "start" {
+                let tone = if matches!(m.kind.as_str(), "sigterm" | "exit") { Tone::Bad } else { Tone::Neutral };
+                self.markers.push(Marker { at, lane: lane_name(m, "target"), text: m.kind.clone(), short: Some(m.kind.clone()), tone });
+            }
+        }
+        self.span = self.span.max(self.lanes.iter().flat_map(|l| l.ticks.iter().map(|t| t.at)).fold(0.0, f64::max));
+        self.markers.sort_by(|a, b| a.at.total_cmp(&b.at));
+        self
+    }
+
     /// A terminal Gantt chart `width` characters wide, followed by the markers.
     #[must_use]
     pub fn render_text(&self, width: usize) -> String {
@@ -200,12 +237,19 @@ impl Timeline {
                     *cell = glyph;
                 }
             }
+            for tick in &lane.ticks {
+                let cell = self.col(tick.at, cols).min(cols - 1);
+                // A failure wins over an ok hit sharing its column.
+                if row[cell] != '×' {
+                    row[cell] = if tick.tone == Tone::Good { '|' } else { '×' };
+                }
+            }
             let name: String = lane.name.chars().take(label_width).collect();
             let _ = writeln!(out, "{name:>label_width$} │{}│", row.into_iter().collect::<String>());
         }
         let _ = writeln!(out, "{:>label_width$} └{}┘", "", "─".repeat(cols));
         let _ = writeln!(out, "{:>label_width$}  0s{:>w$}", "", format_seconds(self.span), w = cols.saturating_sub(2));
-        let _ = writeln!(out, "{:>label_width$}  █ running/true  ░ waiting  ▒ failed/false  ─ ended ok", "");
+        let _ = writeln!(out, "{:>label_width$}  █ running/true  ░ waiting  ▒ failed/false  ─ ended ok  | probe ok  × probe failed", "");
         for m in &self.markers {
             let _ = writeln!(out, "  +{:>7.1}s  {:<18} {}", m.at, truncate(&m.lane, 18), m.text);
         }
@@ -262,6 +306,17 @@ impl Timeline {
                 if x1 - x0 > 7.0 * seg.label.len() as f64 {
                     let _ = write!(s, r##"<text x="{:.1}" y="{:.1}" fill="#fff">{}</text>"##, x0 + 4.0, y + 19.0, escape(&seg.label));
                 }
+            }
+            for tick in &lane.ticks {
+                let _ = write!(
+                    s,
+                    r##"<rect x="{:.1}" y="{:.1}" width="2" height="22" fill="{}"><title>{} at {:.1}s</title></rect>"##,
+                    x(tick.at) - 1.0,
+                    y + 4.0,
+                    colour(tick.tone),
+                    escape(&tick.label),
+                    tick.at
+                );
             }
         }
         let axis_y = 60.0 + ROW * self.lanes.len() as f64 + 8.0;
@@ -380,5 +435,36 @@ mod tests {
         assert_eq!(svg.matches("<title>").count(), tl.lanes.iter().map(|l| l.segments.len()).sum::<usize>());
         assert!(!svg.contains("<script"), "no active content");
         assert!(svg.contains("#2 54s/10s"), "restarts are annotated on the chart: measured/expected");
+    }
+
+    #[test]
+    fn target_marks_add_probe_hit_lanes_and_hook_markers() {
+        let mark = |at: i64, kind: &str, result: Option<&str>| TargetMark {
+            at: t(at),
+            kind: kind.into(),
+            result: result.map(Into::into),
+            port: 9090,
+        };
+        let marks = [
+            mark(1, "start", None),
+            mark(2, "liveness", Some("ok")),
+            mark(3, "poststart", None),
+            mark(4, "liveness", Some("fail")),
+            mark(5, "readiness", Some("ok")),
+            mark(90, "sigterm", None),
+        ];
+        let tl = Timeline::from_history(&history(), t(100)).with_target_marks(&marks);
+        let liveness = tl.lanes.iter().find(|l| l.name == "liveness hits").unwrap();
+        assert_eq!(liveness.ticks.iter().map(|t| (t.at, t.tone)).collect::<Vec<_>>(), [(2.0, Tone::Good), (4.0, Tone::Bad)]);
+        assert!(tl.lanes.iter().any(|l| l.name == "readiness hits"));
+        let hooks: Vec<&str> = tl.markers.iter().filter(|m| m.lane == "target").map(|m| m.text.as_str()).collect();
+        assert_eq!(hooks, ["poststart", "sigterm"], "start is the container's own lane; hooks and signals are marked");
+        let text = tl.render_text(100);
+        assert!(text.lines().any(|l| l.contains("liveness hits") && l.contains('|') && l.contains('×')), "{text}");
+        assert!(tl.render_svg().contains("<title>liveness fail at 4.0s</title>"));
+        // Two targets in one pod get a lane each, named by control port.
+        let two = [mark(2, "liveness", Some("ok")), TargetMark { port: 9190, ..mark(3, "liveness", Some("ok")) }];
+        let tl = Timeline::from_history(&history(), t(100)).with_target_marks(&two);
+        assert!(tl.lanes.iter().any(|l| l.name == "liveness hits :9190"));
     }
 }
