@@ -11,7 +11,6 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::TryStreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event, Pod};
@@ -25,6 +24,7 @@ use crate::crd::experiment::TargetMark;
 use crate::crd::experiment::{ExperimentPhase, ExperimentStatus, ProbeExperiment};
 use crate::harness::verdict::{HitTime, JobObserved, Observed, TargetEvent, evaluate, merge_hit_times};
 use crate::lifecycle::{BackoffProfile, EventSnapshot, PodHistory, PodSnapshot, Source};
+use crate::operator::keep_watching;
 use crate::target::record::RecordSnapshot;
 
 const TICK: Duration = Duration::from_millis(200);
@@ -42,11 +42,10 @@ pub async fn run_experiments(client: Client, namespaces: Vec<String>, target_ima
         let client = client.clone();
         let started = Arc::clone(&started);
         let image = target_image.clone();
-        watcher(api, watcher::Config::default())
-            .default_backoff()
-            .applied_objects()
-            .map_err(|e| tracing::warn!(error = %e, "experiment watch error"))
-            .try_for_each(move |exp: ProbeExperiment| {
+        keep_watching(
+            watcher(api, watcher::Config::default()).default_backoff().applied_objects(),
+            "experiments",
+            move |exp: ProbeExperiment| {
                 let uid = exp.uid().unwrap_or_default();
                 let phase = exp.status.as_ref().map(|s| s.phase).unwrap_or_default();
                 let fresh = started.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(uid);
@@ -66,8 +65,8 @@ pub async fn run_experiments(client: Client, namespaces: Vec<String>, target_ima
                         }
                     });
                 }
-                futures::future::ready(Ok(()))
-            })
+            },
+        )
     });
     let _ = futures::future::join_all(streams).await;
 }
@@ -268,13 +267,16 @@ async fn observe(
             Subject::Pod { uid, .. } => Some(uid.clone()),
             Subject::Job { .. } => None,
         };
-        tokio::spawn(watcher(pods.clone(), pod_selector).default_backoff().applied_objects().try_for_each(move |p: Pod| {
-            // A bare pod's name may still carry an earlier run's pod; follow only ours.
-            if only_uid.as_ref().is_none_or(|u| p.uid().as_ref() == Some(u)) {
-                lock(&histories).observe_pod(&p, &profile);
-            }
-            futures::future::ready(Ok(()))
-        }))
+        tokio::spawn(keep_watching(
+            watcher(pods.clone(), pod_selector).default_backoff().applied_objects(),
+            "experiment pods",
+            move |p: Pod| {
+                // A bare pod's name may still carry an earlier run's pod; follow only ours.
+                if only_uid.as_ref().is_none_or(|u| p.uid().as_ref() == Some(u)) {
+                    lock(&histories).observe_pod(&p, &profile);
+                }
+            },
+        ))
     };
     let event_watch = {
         let histories = Arc::clone(&histories);
@@ -283,12 +285,8 @@ async fn observe(
             Subject::Pod { name, .. } => format!("involvedObject.name={name},involvedObject.kind=Pod"),
             Subject::Job { .. } => "involvedObject.kind=Pod".to_string(),
         };
-        tokio::spawn(watcher(events, watcher::Config::default().fields(&fields)).default_backoff().touched_objects().try_for_each(
-            move |e: Event| {
-                lock(&histories).observe_event(&e);
-                futures::future::ready(Ok(()))
-            },
-        ))
+        let stream = watcher(events, watcher::Config::default().fields(&fields)).default_backoff().touched_objects();
+        tokio::spawn(keep_watching(stream, "experiment events", move |e: Event| lock(&histories).observe_event(&e)))
     };
 
     let end = Duration::from_secs(u64::from(exp.spec.duration_seconds));

@@ -24,7 +24,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::TryStreamExt;
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, watcher};
@@ -171,6 +171,25 @@ fn pod_apis(client: &Client, selection: &Selection) -> Vec<(Api<Pod>, watcher::C
     }
 }
 
+/// Runs `f` on every item of a watch stream for as long as the stream lasts. A watch error is
+/// logged and the watcher's own backoff retries; `try_for_each` would end the watch for good at
+/// the first error and silently stop recording.
+pub(crate) async fn keep_watching<T>(
+    stream: impl futures::Stream<Item = Result<T, watcher::Error>>,
+    what: &'static str,
+    mut f: impl FnMut(T),
+) {
+    stream
+        .for_each(|item| {
+            match item {
+                Ok(x) => f(x),
+                Err(e) => tracing::warn!(error = %e, watch = what, "watch error; retrying"),
+            }
+            futures::future::ready(())
+        })
+        .await;
+}
+
 async fn watch_pods(client: Client, store: Arc<Store>, selection: Selection, ready: Arc<std::sync::atomic::AtomicBool>) {
     let apis = pod_apis(&client, &selection);
     let synced = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -180,27 +199,24 @@ async fn watch_pods(client: Client, store: Arc<Store>, selection: Selection, rea
         let synced = Arc::clone(&synced);
         let ready = Arc::clone(&ready);
         let mut seen = std::collections::HashSet::new();
-        watcher(api, cfg).default_backoff().map_err(|e| tracing::warn!(error = %e, "pod watch error; retrying")).try_for_each(
-            move |event| {
-                match event {
-                    // A (re)list: what follows is rebuilt state, not live observation.
-                    watcher::Event::Init => seen.clear(),
-                    watcher::Event::InitApply(pod) => {
-                        seen.insert(pod.metadata.uid.clone().unwrap_or_default());
-                        store.observe_pod(&pod, crate::lifecycle::Source::Rebuilt, false);
-                    }
-                    watcher::Event::InitDone => {
-                        store.mark_missing_as_deleted(&seen);
-                        if synced.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 >= total {
-                            ready.store(true, std::sync::atomic::Ordering::SeqCst);
-                        }
-                    }
-                    watcher::Event::Apply(pod) => store.observe_pod(&pod, crate::lifecycle::Source::Live, false),
-                    watcher::Event::Delete(pod) => store.observe_pod(&pod, crate::lifecycle::Source::Live, true),
+        keep_watching(watcher(api, cfg).default_backoff(), "pods", move |event| {
+            match event {
+                // A (re)list: what follows is rebuilt state, not live observation.
+                watcher::Event::Init => seen.clear(),
+                watcher::Event::InitApply(pod) => {
+                    seen.insert(pod.metadata.uid.clone().unwrap_or_default());
+                    store.observe_pod(&pod, crate::lifecycle::Source::Rebuilt, false);
                 }
-                futures::future::ready(Ok(()))
-            },
-        )
+                watcher::Event::InitDone => {
+                    store.mark_missing_as_deleted(&seen);
+                    if synced.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 >= total {
+                        ready.store(true, std::sync::atomic::Ordering::SeqCst);
+                    }
+                }
+                watcher::Event::Apply(pod) => store.observe_pod(&pod, crate::lifecycle::Source::Live, false),
+                watcher::Event::Delete(pod) => store.observe_pod(&pod, crate::lifecycle::Source::Live, true),
+            }
+        })
     });
     let _ = futures::future::join_all(streams).await;
 }
@@ -213,14 +229,23 @@ async fn watch_events(client: Client, store: Arc<Store>, selection: Selection) {
     };
     let streams = apis.into_iter().map(|api| {
         let store = Arc::clone(&store);
-        watcher(api, cfg.clone())
-            .default_backoff()
-            .touched_objects()
-            .map_err(|e| tracing::warn!(error = %e, "event watch error; retrying"))
-            .try_for_each(move |event: Event| {
-                store.observe_event(&event);
-                futures::future::ready(Ok(()))
-            })
+        keep_watching(watcher(api, cfg.clone()).default_backoff().touched_objects(), "events", move |event: Event| {
+            store.observe_event(&event);
+        })
     });
     let _ = futures::future::join_all(streams).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_watch_error_does_not_end_the_watch() {
+        // What kube-runtime's watcher yields around a dropped connection: an error, then more.
+        let items = vec![Ok(1), Err(watcher::Error::NoResourceVersion), Ok(2), Ok(3)];
+        let mut seen = Vec::new();
+        keep_watching(futures::stream::iter(items), "test", |n| seen.push(n)).await;
+        assert_eq!(seen, [1, 2, 3]);
+    }
 }
