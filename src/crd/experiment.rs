@@ -267,6 +267,11 @@ pub struct TerminationExpectation {
     pub exit_code: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The signal that ended it, e.g. 9 for SIGKILL: the runtime's reported signal, or an exit
+    /// code of 128 + signal (how containerd reports a signal death).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 64))]
+    pub signal: Option<i32>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]

@@ -232,13 +232,22 @@ fn evaluate_one(e: &Expectation, h: &PodHistory, observed: &Observed, created: T
     }
     if let Some(t) = &e.last_termination {
         let last = container(h, &t.container).and_then(|c| c.terminations.back()).map(|r| &r.termination);
+        let signal_of =
+            |l: &crate::lifecycle::snapshot::Termination| l.signal.or((129..=192).contains(&l.exit_code).then_some(l.exit_code - 128));
         let ok = last.is_some_and(|l| {
-            t.exit_code.is_none_or(|c| c == l.exit_code) && t.reason.as_ref().is_none_or(|r| l.reason.as_ref() == Some(r))
+            t.exit_code.is_none_or(|c| c == l.exit_code)
+                && t.reason.as_ref().is_none_or(|r| l.reason.as_ref() == Some(r))
+                && t.signal.is_none_or(|s| signal_of(l) == Some(s))
         });
-        let expected =
+        let mut expected =
             format!("exit code {} reason {}", t.exit_code.map_or("any".into(), |c| c.to_string()), t.reason.as_deref().unwrap_or("any"));
-        let observed =
-            last.map_or("no termination".into(), |l| format!("exit code {} reason {}", l.exit_code, l.reason.as_deref().unwrap_or("-")));
+        if let Some(s) = t.signal {
+            expected.push_str(&format!(" signal {s}"));
+        }
+        let observed = last.map_or("no termination".into(), |l| {
+            let signal = signal_of(l).map_or(String::new(), |s| format!(" signal {s}"));
+            format!("exit code {} reason {}{signal}", l.exit_code, l.reason.as_deref().unwrap_or("-"))
+        });
         return verdict(format!("last termination of {}", t.container), ok, expected, observed);
     }
     if let Some(ev) = &e.event {
@@ -649,5 +658,27 @@ mod tests {
             restarts: Some(crate::crd::experiment::CountRange { container: c.into(), min: 0, max: Some(0) }),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_signal_is_read_from_the_runtime_or_from_128_plus_signal() {
+        use crate::crd::experiment::TerminationExpectation;
+        let mut h = history();
+        let ended = |code: i32| serde_json::from_value(serde_json::json!({"run": 0, "exitCode": code, "reason": "Error"})).unwrap();
+        let want = |signal: i32| Expectation {
+            last_termination: Some(TerminationExpectation {
+                container: "target".into(),
+                exit_code: None,
+                reason: None,
+                signal: Some(signal),
+            }),
+            ..Default::default()
+        };
+        h.containers[0].terminations.push_back(ended(137));
+        let v = evaluate(&[want(9), want(15)], &[h.clone()], &Observed::default(), t(0));
+        assert_eq!((v[0].passed, v[1].passed), (true, false));
+        assert_eq!(v[1].observed, "exit code 137 reason Error signal 9");
+        h.containers[0].terminations.push_back(ended(1));
+        assert!(!evaluate(&[want(9)], &[h], &Observed::default(), t(0))[0].passed, "exit 1 is no signal");
     }
 }

@@ -98,12 +98,16 @@ async fn helm_installs_upgrades_and_uninstalls_the_in_cluster_operator() {
         ns.target_call("tracked", 9090, "POST", "/quitquitquit?code=2").await;
         let before = wait_report(&ns, "tracked", "restart 1", Duration::from_secs(60), |h| restarts(h) == 1).await;
 
-        // A ProbeExperiment passes through the installed operator.
+        // ProbeExperiments pass through the installed operator with the chart's least-privilege
+        // RBAC: an exec action (pods/exec) and a Job experiment (batch jobs).
         let out = Command::new(env!("CARGO_BIN_EXE_kubectl-podlife"))
-            .args(["run", "manifests/examples/experiments/readiness-exec-never-ready.yaml", "-n", &ns.name])
+            .args(["run", "manifests/examples/experiments/readiness-exec-never-ready.yaml"])
+            .args(["manifests/conformance/job-completions-parallelism.yaml", "-n", &ns.name, "-o", "json"])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.contains("ask readiness by exec: exec") && stdout.contains("-> exit 1"), "the exec action ran: {stdout}");
 
         // Upgrade with changed values: the operator rolls, the report keeps its history.
         let mut upgrade = install.to_vec();
