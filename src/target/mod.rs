@@ -193,7 +193,7 @@ impl Target {
                 ready_while_terminating: config.ready_while_terminating,
                 live_while_terminating: config.live_while_terminating,
             }),
-            record: Mutex::new(Record::default()),
+            record: Mutex::new(Record::new(now)),
             store,
             metrics: control::Metrics::new(),
             config,

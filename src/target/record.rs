@@ -138,6 +138,7 @@ pub struct LifecycleEvent {
 /// The in-memory record behind `GET /hits`.
 #[derive(Debug, Default)]
 pub struct Record {
+    started_ms: u64,
     hits: VecDeque<Hit>,
     events: VecDeque<LifecycleEvent>,
     next_seq: u64,
@@ -151,6 +152,10 @@ pub struct Record {
 #[serde(rename_all = "camelCase")]
 pub struct RecordSnapshot {
     pub boot: u64,
+    /// When this process started (Unix ms): tells runs apart even without a state directory,
+    /// where every run is boot 1.
+    #[serde(default)]
+    pub started_ms: u64,
     pub hits: Vec<Hit>,
     pub dropped_hits: u64,
     /// `counters["liveness"]["fail"]` = how many liveness hits were answered with fail.
@@ -160,6 +165,12 @@ pub struct RecordSnapshot {
 }
 
 impl Record {
+    /// An empty record of a process that started at `started_ms` (Unix ms).
+    #[must_use]
+    pub fn new(started_ms: u64) -> Self {
+        Record { started_ms, ..Default::default() }
+    }
+
     /// Records a hit and returns its sequence number.
     pub fn push_hit(&mut self, mut hit: Hit) -> u64 {
         hit.seq = self.next_seq;
@@ -197,6 +208,7 @@ impl Record {
         }
         RecordSnapshot {
             boot,
+            started_ms: self.started_ms,
             hits: self.hits.iter().filter(|h| since_seq.is_none_or(|s| h.seq >= s)).cloned().collect(),
             dropped_hits: self.dropped_hits,
             counters,
