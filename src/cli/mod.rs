@@ -192,6 +192,48 @@ fn passed(e: &crate::crd::ProbeExperiment) -> bool {
     e.status.as_ref().is_some_and(|s| s.phase == crate::crd::experiment::ExperimentPhase::Passed)
 }
 
+/// The progress line while experiments run, on stderr: redrawn in place on a terminal; in a
+/// log (CI), one line whenever it changes and otherwise every 30 s.
+struct Progress {
+    enabled: bool,
+    terminal: bool,
+    width: usize,
+    last: String,
+    last_print: Option<std::time::Instant>,
+}
+
+impl Progress {
+    fn new(enabled: bool, width: usize) -> Self {
+        use std::io::IsTerminal;
+        Progress { enabled, terminal: std::io::stderr().is_terminal(), width, last: String::new(), last_print: None }
+    }
+
+    fn show(&mut self, elapsed: std::time::Duration, line: &str) {
+        if !self.enabled {
+            return;
+        }
+        let text = format!("[{:>4}s] {line}", elapsed.as_secs());
+        if self.terminal {
+            let fitted: String = text.chars().take(self.width.saturating_sub(1)).collect();
+            eprint!("\r{fitted:<w$}", w = self.width.saturating_sub(1));
+            return;
+        }
+        // In a log the seconds always change; compare the rest, so a line means news.
+        let changed = line.split(" · running").next() != self.last.split(" · running").next();
+        if changed || self.last_print.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(30)) {
+            eprintln!("{text}");
+            self.last = line.to_string();
+            self.last_print = Some(std::time::Instant::now());
+        }
+    }
+
+    fn done(&self) {
+        if self.enabled && self.terminal {
+            eprintln!();
+        }
+    }
+}
+
 /// Runs experiments, each in its own namespace, and returns them with their final status.
 async fn run_placed(
     client: &Client,
@@ -223,28 +265,34 @@ async fn run_placed(
     }
     let started = std::time::Instant::now();
     let mut finished: Vec<ProbeExperiment> = Vec::new();
+    let mut progress = Progress::new(format == RunFormat::Human, width);
     while finished.len() < names.len() {
         finished.clear();
-        let mut progress = Vec::new();
+        let mut running = Vec::new();
         for (namespace, name) in &names {
             let exp = Api::<ProbeExperiment>::namespaced(client.clone(), namespace).get(name).await?;
             let phase = exp.status.as_ref().map(|s| s.phase).unwrap_or_default();
-            progress.push(format!("{name}: {phase:?}"));
             if phase.is_final() {
                 finished.push(exp);
+            } else {
+                let ran = exp.status.as_ref().and_then(|s| s.started_at).map_or(0, |t| jiff::Timestamp::now().duration_since(t).as_secs());
+                running.push(format!("{name} {ran}s/{}s", exp.spec.duration_seconds));
             }
         }
-        if format == RunFormat::Human {
-            let line = if names.len() > 3 { format!("{}/{} finished", finished.len(), names.len()) } else { progress.join(" · ") };
-            eprint!("\r[{:>4}s] {line}", started.elapsed().as_secs());
+        let ok = finished.iter().filter(|e| passed(e)).count();
+        let mut line = format!("{}/{} finished ({ok} passed, {} not)", finished.len(), names.len(), finished.len() - ok);
+        if let Some(first) = running.first() {
+            line.push_str(&format!(" · running: {first}"));
+            if running.len() > 1 {
+                line.push_str(&format!(" and {} more", running.len() - 1));
+            }
         }
+        progress.show(started.elapsed(), &line);
         if finished.len() < names.len() {
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         }
     }
-    if format == RunFormat::Human {
-        eprintln!();
-    }
+    progress.done();
     match format {
         RunFormat::Json => {
             for e in &finished {

@@ -392,4 +392,7 @@ pub struct TargetMark {
     pub result: Option<String>,
     /// The target's control port (tells two targets in one pod apart).
     pub port: u16,
+    /// The container that runs this target, when the spec says so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
 }

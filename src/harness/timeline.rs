@@ -195,7 +195,13 @@ impl Timeline {
     #[must_use]
     pub fn with_target_marks(mut self, marks: &[TargetMark]) -> Timeline {
         let several_targets = marks.iter().any(|m| m.port != marks[0].port);
-        let lane_name = |m: &TargetMark, what: &str| if several_targets { format!("{what} :{}", m.port) } else { what.to_string() };
+        // One target: "liveness hits"; several: "envoy liveness hits" (or ":9190 ..." unnamed).
+        let lane_name = |m: &TargetMark, what: &str| match (&m.container, several_targets) {
+            (_, false) => what.to_string(),
+            (Some(c), true) => format!("{c} {what}"),
+            (None, true) => format!(":{} {what}", m.port),
+        };
+        let marker_lane = |m: &TargetMark| m.container.clone().unwrap_or_else(|| format!("target :{}", m.port));
         for m in marks {
             let at = secs(self.origin, m.at);
             if let Some(result) = &m.result {
@@ -208,7 +214,7 @@ impl Timeline {
                 }
             } else if m.kind != "start" {
                 let tone = if matches!(m.kind.as_str(), "sigterm" | "exit") { Tone::Bad } else { Tone::Neutral };
-                self.markers.push(Marker { at, lane: lane_name(m, "target"), text: m.kind.clone(), short: Some(m.kind.clone()), tone });
+                self.markers.push(Marker { at, lane: marker_lane(m), text: m.kind.clone(), short: Some(m.kind.clone()), tone });
             }
         }
         self.span = self.span.max(self.lanes.iter().flat_map(|l| l.ticks.iter().map(|t| t.at)).fold(0.0, f64::max));
@@ -444,6 +450,7 @@ mod tests {
             kind: kind.into(),
             result: result.map(Into::into),
             port: 9090,
+            container: Some("app".into()),
         };
         let marks = [
             mark(1, "start", None),
@@ -457,14 +464,21 @@ mod tests {
         let liveness = tl.lanes.iter().find(|l| l.name == "liveness hits").unwrap();
         assert_eq!(liveness.ticks.iter().map(|t| (t.at, t.tone)).collect::<Vec<_>>(), [(2.0, Tone::Good), (4.0, Tone::Bad)]);
         assert!(tl.lanes.iter().any(|l| l.name == "readiness hits"));
-        let hooks: Vec<&str> = tl.markers.iter().filter(|m| m.lane == "target").map(|m| m.text.as_str()).collect();
+        let hooks: Vec<&str> = tl
+            .markers
+            .iter()
+            .filter(|m| m.lane == "app" && m.short.is_some() && !m.text.starts_with("restart"))
+            .map(|m| m.text.as_str())
+            .collect();
         assert_eq!(hooks, ["poststart", "sigterm"], "start is the container's own lane; hooks and signals are marked");
         let text = tl.render_text(100);
         assert!(text.lines().any(|l| l.contains("liveness hits") && l.contains('|') && l.contains('×')), "{text}");
         assert!(tl.render_svg().contains("<title>liveness fail at 4.0s</title>"));
         // Two targets in one pod get a lane each, named by control port.
-        let two = [mark(2, "liveness", Some("ok")), TargetMark { port: 9190, ..mark(3, "liveness", Some("ok")) }];
-        let tl = Timeline::from_history(&history(), t(100)).with_target_marks(&two);
-        assert!(tl.lanes.iter().any(|l| l.name == "liveness hits :9190"));
+        let envoy = TargetMark { port: 9190, container: Some("envoy".into()), ..mark(3, "liveness", Some("ok")) };
+        let unnamed = TargetMark { port: 9290, container: None, ..mark(4, "liveness", Some("ok")) };
+        let tl = Timeline::from_history(&history(), t(100)).with_target_marks(&[mark(2, "liveness", Some("ok")), envoy, unnamed]);
+        let names: Vec<&str> = tl.lanes.iter().filter(|l| !l.ticks.is_empty()).map(|l| l.name.as_str()).collect();
+        assert_eq!(names, ["app liveness hits", "envoy liveness hits", ":9290 liveness hits"]);
     }
 }

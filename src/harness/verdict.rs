@@ -31,11 +31,11 @@ pub struct Observed {
     pub job: Option<JobObserved>,
 }
 
-/// One probe hit's time, keyed by the target's boot and sequence number so that repeated
-/// reads of `/hits` merge without duplicates.
+/// One probe hit's time, keyed by the target process's run (its start time) and sequence
+/// number so that repeated reads of `/hits` merge without duplicates.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct HitTime {
-    pub boot: u64,
+    pub run: u64,
     pub seq: u64,
     pub probe: String,
     pub at_ms: u64,
@@ -48,13 +48,22 @@ pub struct HitTime {
 pub struct TargetEvent {
     pub kind: String,
     pub at_ms: u64,
+    /// The run (process start, Unix ms) that recorded it.
+    pub run: u64,
 }
 
-/// Merges a fresh read of `/hits` into what is known (a restarted target starts a new boot).
+/// Merges a fresh read of `/hits` into what is known (a restarted target starts a new run).
 pub fn merge_hit_times(known: &mut Vec<HitTime>, fresh: impl IntoIterator<Item = HitTime>) {
     known.extend(fresh);
     known.sort();
-    known.dedup_by(|a, b| a.boot == b.boot && a.seq == b.seq);
+    known.dedup_by(|a, b| a.run == b.run && a.seq == b.seq);
+}
+
+/// Merges a fresh read of the target's lifecycle events: every run's, in time order.
+pub fn merge_target_events(known: &mut Vec<TargetEvent>, fresh: impl IntoIterator<Item = TargetEvent>) {
+    known.extend(fresh);
+    known.sort_by(|a, b| (a.at_ms, a.run, &a.kind).cmp(&(b.at_ms, b.run, &b.kind)));
+    known.dedup();
 }
 
 /// A Job's status as the experiment last read it.
@@ -381,9 +390,9 @@ fn probe_interval(p: &crate::crd::experiment::ProbeIntervalExpectation, hits: Op
         return verdict(name, false, expected, "target not reachable".into());
     };
     let mine: Vec<&HitTime> = hits.iter().filter(|h| h.probe == p.probe).collect();
-    // Gaps within one boot only: a restart resets the prober's schedule.
+    // Gaps within one run only: a restart resets the prober's schedule.
     let gaps: Vec<f64> =
-        mine.windows(2).filter(|w| w[0].boot == w[1].boot).map(|w| w[1].at_ms.saturating_sub(w[0].at_ms) as f64 / 1000.0).collect();
+        mine.windows(2).filter(|w| w[0].run == w[1].run).map(|w| w[1].at_ms.saturating_sub(w[0].at_ms) as f64 / 1000.0).collect();
     let outside: Vec<String> = gaps.iter().filter(|g| **g < p.min_seconds || **g > p.max_seconds).map(|g| format!("{g:.2}s")).collect();
     let ok = outside.is_empty() && gaps.len() >= p.min_gaps as usize;
     let lo = gaps.iter().copied().fold(f64::INFINITY, f64::min);
@@ -494,7 +503,7 @@ mod tests {
         h.containers[0].terminations.push_back(serde_json::from_value(term).unwrap());
         let mut observed = Observed { deleted_at: Some(t(4)), ..Default::default() };
         let kinds = ["start", "listening", "poststart", "tcp-open", "prestop", "sigterm"];
-        observed.target_events.insert(9090, kinds.iter().map(|k| TargetEvent { kind: (*k).to_string(), at_ms: 0 }).collect());
+        observed.target_events.insert(9090, kinds.iter().map(|k| TargetEvent { kind: (*k).to_string(), at_ms: 0, run: 1 }).collect());
         let order = |events: &[&str]| Expectation {
             hook_order: Some(HookOrder { events: events.iter().map(|s| s.to_string()).collect(), port: 9090 }),
             ..Default::default()
@@ -532,7 +541,7 @@ mod tests {
     }
 
     fn hit(boot: u64, seq: u64, probe: &str, at_ms: u64) -> HitTime {
-        HitTime { boot, seq, probe: probe.into(), at_ms, result: "ok".into() }
+        HitTime { run: boot, seq, probe: probe.into(), at_ms, result: "ok".into() }
     }
 
     #[test]
@@ -680,5 +689,21 @@ mod tests {
         assert_eq!(v[1].observed, "exit code 137 reason Error signal 9");
         h.containers[0].terminations.push_back(ended(1));
         assert!(!evaluate(&[want(9)], &[h], &Observed::default(), t(0))[0].passed, "exit 1 is no signal");
+    }
+
+    #[test]
+    fn runs_of_a_restarted_target_merge_even_when_their_sequence_numbers_repeat() {
+        // Without a state directory every run is boot 1 and counts hits from 0 again: the run
+        // key is the process start time, so a second run's hit 0 is not taken for the first's.
+        let mut hits = Vec::new();
+        merge_hit_times(&mut hits, [hit(1_000, 0, "liveness", 1_000), hit(1_000, 1, "liveness", 2_000)]);
+        merge_hit_times(&mut hits, [hit(9_000, 0, "liveness", 9_000), hit(1_000, 1, "liveness", 2_000)]);
+        assert_eq!(hits.iter().map(|h| h.at_ms).collect::<Vec<_>>(), [1_000, 2_000, 9_000]);
+        let ev = |run: u64, at_ms: u64, kind: &str| TargetEvent { kind: kind.into(), at_ms, run };
+        let mut events = Vec::new();
+        merge_target_events(&mut events, [ev(1_000, 1_000, "start"), ev(1_000, 5_000, "sigterm")]);
+        merge_target_events(&mut events, [ev(1_000, 1_000, "start"), ev(9_000, 9_000, "start")]);
+        let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(kinds, ["start", "sigterm", "start"], "both runs, in time order, no duplicates");
     }
 }

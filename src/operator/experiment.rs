@@ -22,7 +22,7 @@ use serde_json::json;
 
 use crate::crd::experiment::TargetMark;
 use crate::crd::experiment::{ExperimentPhase, ExperimentStatus, ProbeExperiment};
-use crate::harness::verdict::{HitTime, JobObserved, Observed, TargetEvent, evaluate, merge_hit_times};
+use crate::harness::verdict::{HitTime, JobObserved, Observed, TargetEvent, evaluate, merge_hit_times, merge_target_events};
 use crate::lifecycle::{BackoffProfile, EventSnapshot, PodHistory, PodSnapshot, Source};
 use crate::operator::keep_watching;
 use crate::target::record::RecordSnapshot;
@@ -300,11 +300,9 @@ async fn observe(
             e.probe_hits.as_ref().map(|p| p.port).or(e.hook_order.as_ref().map(|o| o.port)).or(e.probe_interval.as_ref().map(|p| p.port))
         })
         .collect();
-    // podlife-target's own control port, for the picture's probe hits and hook markers.
-    let runs_target = exp.spec.pod.containers.iter().chain(exp.spec.pod.init_containers.iter().flatten());
-    if runs_target.into_iter().any(|c| c.image.as_deref().unwrap_or_default().is_empty()) {
-        hit_ports.push(DEFAULT_CONTROL_PORT);
-    }
+    // Every podlife-target's control port, for the picture's probe hits and hook markers.
+    let targets = target_control_ports(&exp.spec.pod);
+    hit_ports.extend(targets.keys());
     hit_ports.sort_unstable();
     hit_ports.dedup();
     let mut last_poll = std::time::Instant::now() - Duration::from_secs(1);
@@ -345,11 +343,8 @@ async fn observe(
                 for port in &hit_ports {
                     if let Some(read) = fetch_hits(client, &ns, name, *port).await {
                         observed.hits.insert(*port, read.counters);
-                        // A container killed and restarted starts a new record; keep the longest view.
-                        let known = observed.target_events.entry(*port).or_default();
-                        if read.events.len() >= known.len() {
-                            *known = read.events;
-                        }
+                        // A restarted container starts a new record: keep every run's.
+                        merge_target_events(observed.target_events.entry(*port).or_default(), read.events);
                         merge_hit_times(observed.hit_times.entry(*port).or_default(), read.hit_times);
                     }
                 }
@@ -376,7 +371,7 @@ async fn observe(
         status.report = pods_seen.first().map(|h| h.uid.clone());
     }
     status.verdicts = evaluate(&exp.spec.expectations, &pods_seen, &observed, created_at);
-    status.target_marks = target_marks(&observed);
+    status.target_marks = target_marks(&observed, &targets);
     let passed = status.verdicts.iter().filter(|v| v.passed).count();
     status.summary = format!("{passed}/{}", status.verdicts.len());
     status.phase = if passed == status.verdicts.len() { ExperimentPhase::Passed } else { ExperimentPhase::Failed };
@@ -460,26 +455,52 @@ fn exit_of(status: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Statu
 
 /// The target's record as marks for the timeline: the newest hits and events, bounded so the
 /// status stays small.
-fn target_marks(observed: &Observed) -> Vec<TargetMark> {
+fn target_marks(observed: &Observed, targets: &BTreeMap<u16, String>) -> Vec<TargetMark> {
     const MAX_HITS: usize = 400;
     const MAX_EVENTS: usize = 100;
     let at = |ms: u64| Timestamp::from_millisecond(i64::try_from(ms).unwrap_or(i64::MAX)).ok();
     let mut marks = Vec::new();
     for (port, hits) in &observed.hit_times {
         let newest = hits.iter().rev().take(MAX_HITS).rev();
-        marks.extend(
-            newest
-                .filter_map(|h| Some(TargetMark { at: at(h.at_ms)?, kind: h.probe.clone(), result: Some(h.result.clone()), port: *port })),
-        );
+        marks.extend(newest.filter_map(|h| {
+            Some(TargetMark {
+                at: at(h.at_ms)?,
+                kind: h.probe.clone(),
+                result: Some(h.result.clone()),
+                port: *port,
+                container: targets.get(port).cloned(),
+            })
+        }));
     }
     for (port, events) in &observed.target_events {
         let shown = events.iter().filter(|e| !e.kind.starts_with("tcp-") && e.kind != "listening");
         let shown: Vec<_> = shown.collect();
         let newest = shown.iter().rev().take(MAX_EVENTS).rev();
-        marks.extend(newest.filter_map(|e| Some(TargetMark { at: at(e.at_ms)?, kind: e.kind.clone(), result: None, port: *port })));
+        marks.extend(newest.filter_map(|e| {
+            Some(TargetMark { at: at(e.at_ms)?, kind: e.kind.clone(), result: None, port: *port, container: targets.get(port).cloned() })
+        }));
     }
     marks.sort_by_key(|m| m.at);
     marks
+}
+
+/// The containers that run podlife-target (no image, or the podlife-target image), by control
+/// port: `--control-port N`, `--control-port=N`, `PODLIFE_CONTROL_PORT`, or the default 9090.
+fn target_control_ports(pod: &k8s_openapi::api::core::v1::PodSpec) -> BTreeMap<u16, String> {
+    let all = pod.init_containers.iter().flatten().chain(pod.containers.iter());
+    all.filter(|c| c.image.as_deref().is_none_or(|i| i.is_empty() || i.contains("podlife-target")))
+        .map(|c| {
+            let args = c.args.clone().unwrap_or_default();
+            let from_args = args.iter().enumerate().find_map(|(i, a)| match a.strip_prefix("--control-port") {
+                Some("") => args.get(i + 1)?.parse().ok(),
+                Some(v) => v.strip_prefix('=')?.parse().ok(),
+                None => None,
+            });
+            let from_env =
+                || c.env.iter().flatten().find(|e| e.name == "PODLIFE_CONTROL_PORT").and_then(|e| e.value.as_deref()?.parse().ok());
+            (from_args.or_else(from_env).unwrap_or(DEFAULT_CONTROL_PORT), c.name.clone())
+        })
+        .collect()
 }
 
 /// What one read of the target's `/hits` gives.
@@ -494,13 +515,37 @@ async fn fetch_hits(client: &Client, ns: &str, pod: &str, port: u16) -> Option<H
     let req = http::Request::get(format!("/api/v1/namespaces/{ns}/pods/{pod}:{port}/proxy/hits")).body(Vec::new()).ok()?;
     let text = tokio::time::timeout(Duration::from_secs(2), client.request_text(req)).await.ok()?.ok()?;
     let snapshot: RecordSnapshot = serde_json::from_str(&text).ok()?;
+    // Older targets do not send their start time; their boot count is the best run key there is.
+    let run = if snapshot.started_ms > 0 { snapshot.started_ms } else { snapshot.boot };
     Some(HitsRead {
         counters: snapshot.counters,
-        events: snapshot.events.into_iter().map(|e| TargetEvent { kind: e.kind, at_ms: e.at_ms }).collect(),
+        events: snapshot.events.into_iter().map(|e| TargetEvent { kind: e.kind, at_ms: e.at_ms, run }).collect(),
         hit_times: snapshot
             .hits
             .into_iter()
-            .map(|h| HitTime { boot: h.boot, seq: h.seq, probe: h.probe.as_str().to_string(), at_ms: h.at_ms, result: h.result })
+            .map(|h| HitTime { run, seq: h.seq, probe: h.probe.as_str().to_string(), at_ms: h.at_ms, result: h.result })
             .collect(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_control_ports_come_from_args_env_or_the_default() {
+        let spec: k8s_openapi::api::core::v1::PodSpec = serde_json::from_value(json!({
+            "initContainers": [{"name": "envoy", "args": ["--probe-port", "8180", "--control-port", "9190"]}],
+            "containers": [
+                {"name": "app"},
+                {"name": "eq", "args": ["--control-port=9290"]},
+                {"name": "env", "env": [{"name": "PODLIFE_CONTROL_PORT", "value": "9390"}]},
+                {"name": "other", "image": "busybox"},
+            ],
+        }))
+        .unwrap();
+        let ports = target_control_ports(&spec);
+        let names: Vec<(u16, &str)> = ports.iter().map(|(p, n)| (*p, n.as_str())).collect();
+        assert_eq!(names, [(9090, "app"), (9190, "envoy"), (9290, "eq"), (9390, "env")]);
+    }
 }
