@@ -135,7 +135,7 @@ pub struct Delete {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
 #[serde(rename_all = "camelCase")]
 // Summed conditionals, not a filtered list: the apiserver's CEL cost estimate must stay in budget.
-#[schemars(extend("x-kubernetes-validations" = [{"rule": "(has(self.restarts) ? 1 : 0) + (has(self.lastTermination) ? 1 : 0) + (has(self.event) ? 1 : 0) + (has(self.conditionSequence) ? 1 : 0) + (has(self.phaseSequence) ? 1 : 0) + (has(self.finalPhase) ? 1 : 0) + (has(self.neverReadyForSeconds) ? 1 : 0) + (has(self.backoff) ? 1 : 0) + (has(self.probeHits) ? 1 : 0) + (has(self.terminationSeconds) ? 1 : 0) + (has(self.hookOrder) ? 1 : 0) + (has(self.readyAfterStartup) ? 1 : 0) + (has(self.probeInterval) ? 1 : 0) + (has(self.job) ? 1 : 0) == 1", "message": "an expectation checks exactly one thing"}]))]
+#[schemars(extend("x-kubernetes-validations" = [{"rule": "(has(self.restarts) ? 1 : 0) + (has(self.lastTermination) ? 1 : 0) + (has(self.event) ? 1 : 0) + (has(self.conditionSequence) ? 1 : 0) + (has(self.phaseSequence) ? 1 : 0) + (has(self.finalPhase) ? 1 : 0) + (has(self.neverReadyForSeconds) ? 1 : 0) + (has(self.backoff) ? 1 : 0) + (has(self.probeHits) ? 1 : 0) + (has(self.terminationSeconds) ? 1 : 0) + (has(self.hookOrder) ? 1 : 0) + (has(self.readyAfterStartup) ? 1 : 0) + (has(self.probeInterval) ? 1 : 0) + (has(self.job) ? 1 : 0) + (has(self.restartsIncrease) ? 1 : 0) == 1", "message": "an expectation checks exactly one thing"}]))]
 pub struct Expectation {
     /// A container's restart count, within [min, max].
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -178,6 +178,9 @@ pub struct Expectation {
     /// Every gap between two consecutive hits of one probe, as the target timed them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probe_interval: Option<ProbeIntervalExpectation>,
+    /// The restart count only ever goes up, one restart at a time as observed, to at least `min`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restarts_increase: Option<CountRange>,
     /// The Job as a whole (only with `spec.job`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<JobExpectation>,

@@ -224,6 +224,9 @@ fn evaluate_one(e: &Expectation, h: &PodHistory, observed: &Observed, created: T
     if let Some(p) = &e.probe_interval {
         return probe_interval(p, observed.hit_times.get(&p.port).map(Vec::as_slice));
     }
+    if let Some(r) = &e.restarts_increase {
+        return restarts_increase(r, h);
+    }
     if let Some(r) = &e.restarts {
         let observed = container(h, &r.container).map(|c| c.restart_count);
         let ok = observed.is_some_and(|n| n >= r.min && r.max.is_none_or(|m| n <= m));
@@ -361,6 +364,26 @@ fn backoff_cap(c: &ContainerHistory, cap: f64) -> (bool, String) {
     let ok = (top - cap).abs() < 0.5 && at_cap >= 2;
     let seen = announced.iter().map(|a| format!("{a:.0}s")).collect::<Vec<_>>().join(", ");
     (ok, if seen.is_empty() { "nothing".into() } else { seen })
+}
+
+/// The restart counts in the order the kubelet reported them (from each observed container
+/// state): they must never go down, and must reach `min`.
+fn restarts_increase(r: &crate::crd::experiment::CountRange, h: &PodHistory) -> Verdict {
+    let name = format!("restart count of {} only increases", r.container);
+    let expected = format!("never decreasing, up to >= {}", r.min);
+    let Some(c) = container(h, &r.container) else {
+        return verdict(name, false, expected, "no such container".into());
+    };
+    let counts: Vec<i32> = {
+        let mut v: Vec<i32> = c.states.iter().map(|s| s.restart_count).collect();
+        v.dedup();
+        v
+    };
+    let decreases = counts.windows(2).any(|w| w[1] < w[0]);
+    let numbers_increase = c.restarts.iter().zip(c.restarts.iter().skip(1)).all(|(a, b)| b.number > a.number);
+    let ok = !decreases && numbers_increase && c.restart_count >= r.min && r.max.is_none_or(|m| c.restart_count <= m);
+    let observed = counts.iter().map(ToString::to_string).collect::<Vec<_>>().join(" → ");
+    verdict(name, ok, expected, if observed.is_empty() { "no state observed".into() } else { observed })
 }
 
 fn ready_after_startup(r: &crate::crd::experiment::ReadyAfterStartup, h: &PodHistory) -> Verdict {
@@ -705,5 +728,32 @@ mod tests {
         merge_target_events(&mut events, [ev(1_000, 1_000, "start"), ev(9_000, 9_000, "start")]);
         let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
         assert_eq!(kinds, ["start", "sigterm", "start"], "both runs, in time order, no duplicates");
+    }
+
+    #[test]
+    fn a_restart_count_that_goes_down_fails() {
+        use crate::lifecycle::history::StateTransition;
+        use crate::lifecycle::snapshot::ContainerState;
+        let mut h = history();
+        let state = |n: i32| -> StateTransition {
+            StateTransition {
+                state: ContainerState::Running { started_at: None },
+                at: t(i64::from(n)),
+                restart_count: n,
+                source: Default::default(),
+            }
+        };
+        for n in [0, 1, 1, 2] {
+            h.containers[0].states.push_back(state(n));
+        }
+        let want = |min: i32| Expectation {
+            restarts_increase: Some(crate::crd::experiment::CountRange { container: "target".into(), min, max: None }),
+            ..Default::default()
+        };
+        let v = evaluate(&[want(2), want(3)], &[h.clone()], &Observed::default(), t(0));
+        assert_eq!((v[0].passed, v[1].passed, v[0].observed.as_str()), (true, false, "0 → 1 → 2"));
+        h.containers[0].states.push_back(state(1));
+        let v = evaluate(&[want(2)], &[h], &Observed::default(), t(0));
+        assert_eq!((v[0].passed, v[0].observed.as_str()), (false, "0 → 1 → 2 → 1"));
     }
 }
