@@ -385,10 +385,19 @@ impl ContainerHistory {
         self.terminations.iter().any(|r| r.termination.run_key() == key)
     }
 
-    fn record_termination(&mut self, run: i32, t: &Termination, source: Source, trunc: &mut Truncation, changes: &mut Vec<Change>) {
+    fn record_termination(
+        &mut self,
+        run: i32,
+        t: &Termination,
+        source: Source,
+        profile: &BackoffProfile,
+        trunc: &mut Truncation,
+        changes: &mut Vec<Change>,
+    ) {
         if self.has_termination(t) {
             return;
         }
+        self.measure_late(run, t, profile);
         // A kill whose probe we saw: attach the termination it caused.
         if let Some(kill) = self.probe_kills.iter_mut().rev().find(|k| k.exit_code.is_none()) {
             let after_kill = match (kill.killing_at, t.finished_at) {
@@ -431,6 +440,18 @@ impl ContainerHistory {
         changes.push(Change::Termination);
     }
 
+    /// The kubelet may publish a restarted run before the run it replaced: restartCount up and
+    /// lastState empty (seen on our v1.34 node under load), with lastState filled in by a later
+    /// status. Measure that restart once its previous run's termination arrives.
+    fn measure_late(&mut self, run: i32, t: &Termination, profile: &BackoffProfile) {
+        let Some(r) = self.restarts.iter_mut().find(|r| r.number == run + 1 && r.previous_finished_at.is_none()) else { return };
+        r.previous_finished_at = t.finished_at;
+        r.measured_seconds = seconds_between(t.finished_at, r.started_at);
+        if r.unobserved_before == 0 {
+            r.fits_curve = r.measured_seconds.map(|m| profile.fits(r.expected_seconds, m));
+        }
+    }
+
     fn observe(
         &mut self,
         c: &ContainerSnapshot,
@@ -442,7 +463,7 @@ impl ContainerHistory {
     ) {
         // Earlier runs first, so the termination history stays in order.
         if let Some(last) = &c.last_terminated {
-            self.record_termination(last_terminated_run(c), last, source, trunc, changes);
+            self.record_termination(last_terminated_run(c), last, source, profile, trunc, changes);
         }
         if c.restart_count > self.restart_count {
             self.record_restart(c, source, profile, trunc, changes);
@@ -463,7 +484,7 @@ impl ContainerHistory {
             // Back-off follows the current run only; a replayed older snapshot must not re-arm it.
             let current = c.restart_count == self.restart_count;
             match state {
-                ContainerState::Terminated(t) => self.record_termination(c.restart_count, t, source, trunc, changes),
+                ContainerState::Terminated(t) => self.record_termination(c.restart_count, t, source, profile, trunc, changes),
                 _ if !current => {}
                 ContainerState::Waiting { reason, message } if reason.as_deref() == Some("CrashLoopBackOff") => {
                     if let Some(announced) = message.as_deref().and_then(parse_announced) {

@@ -433,3 +433,23 @@ fn a_real_liveness_kill_is_linked_from_unhealthy_to_restart() {
     // Readiness went false at each kill and true again: flips, not restarts.
     assert!(c.ready.iter().filter(|f| !f.value).count() >= 2);
 }
+
+#[test]
+fn a_restart_published_before_its_previous_run_is_measured_when_that_run_arrives() {
+    // Seen on our v1.34 node under load: restartCount 1, running, lastState empty; lastState
+    // followed in a later status.
+    let p = BackoffProfile::default();
+    let mut h = PodHistory::new("p", "u");
+    let snap = |restarts, state, last| pod(Phase::Running, vec![app(restarts, state, last, true)]);
+    h.observe(&snap(0, running(1), None), t(1), Source::Live, &p);
+    h.observe(&snap(1, running(6), None), t(6), Source::Live, &p);
+    assert_eq!(h.containers[0].restarts[0].fits_curve, None, "not measurable yet");
+    h.observe(&snap(1, running(6), Some(exited(0, 1, 5))), t(7), Source::Live, &p);
+    let r = &h.containers[0].restarts[0];
+    assert_eq!((r.measured_seconds, r.fits_curve, r.previous_finished_at), (Some(1.0), Some(true), Some(t(5))));
+    assert_eq!(h.containers[0].terminations.len(), 1);
+    // A later restart's termination does not rewrite an earlier, measured restart.
+    h.observe(&snap(2, running(30), Some(exited(1, 6, 20))), t(30), Source::Live, &p);
+    assert_eq!(h.containers[0].restarts[0].measured_seconds, Some(1.0));
+    assert_eq!(h.containers[0].restarts[1].measured_seconds, Some(10.0));
+}

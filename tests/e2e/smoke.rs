@@ -63,7 +63,8 @@ async fn the_kubelet_restarts_a_killed_container() {
         ns.target_call("victim", 9090, "POST", "/kill?signal=KILL").await;
         let restarted = |p: Option<&Pod>| {
             p.and_then(|p| p.status.as_ref()?.container_statuses.as_ref()?.first().cloned())
-                .is_some_and(|c| c.restart_count >= 1 && c.ready)
+                // lastState may follow the restarted run in a later status (seen under load).
+                .is_some_and(|c| c.restart_count >= 1 && c.ready && c.last_state.as_ref().is_some_and(|s| s.terminated.is_some()))
         };
         // First restart after a crash is immediate, then readiness (period 1 s) must pass.
         let pod = ns.wait_pod("victim", "restart and Ready again", START_LIMIT, restarted).await;

@@ -80,6 +80,14 @@ fn restarts(pod: Option<&Pod>, container: &str) -> i32 {
     pod.and_then(|p| status(p, container)).map_or(0, |c| c.restart_count)
 }
 
+/// At least `n` restarts and the previous run's termination published. The kubelet can publish
+/// the restarted run first, with lastState empty, and fill lastState in a later status (seen on
+/// our v1.34 node under load, 2026-11-23), so a test waits for both.
+fn restarted(pod: Option<&Pod>, container: &str, n: i32) -> bool {
+    pod.and_then(|p| status(p, container))
+        .is_some_and(|c| c.restart_count >= n && c.last_state.as_ref().is_some_and(|s| s.terminated.is_some()))
+}
+
 fn ready(pod: Option<&Pod>) -> bool {
     pod.and_then(|p| p.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == "Ready").cloned())
         .is_some_and(|c| c.status == "True")
@@ -99,7 +107,7 @@ async fn liveness_failure_restarts(transport: Transport, test_name: &str) {
     with_namespace(test_name, |ns| async move {
         let p = pod("live", &["--liveness", "ok for 3s, then fail"], &[("livenessProbe", probe(transport, "liveness", 2))]);
         ns.create_pod(p).await;
-        let pod = ns.wait_pod("live", "a liveness restart", LIMIT, |p: Option<&Pod>| restarts(p, "target") >= 1).await;
+        let pod = ns.wait_pod("live", "a liveness restart", LIMIT, |p: Option<&Pod>| restarted(p, "target", 1)).await;
         let c = status(&pod, "target").unwrap();
         let last = c.last_state.and_then(|s| s.terminated).expect("lastState.terminated after a liveness kill");
         // The kubelet stops the container with SIGTERM; the target's default is to exit 0 at once.
@@ -208,7 +216,9 @@ async fn quitquitquit_restarts_only_that_container() {
         let one_of_two = |p: Option<&Pod>| p.and_then(|p| status(p, "envoy")).is_some_and(|c| !c.ready);
         let pod = ns.wait_pod("pair", "1/2 ready", LIMIT, one_of_two).await;
         assert!(status(&pod, "app").unwrap().ready, "the app container stays ready");
-        let pod = ns.wait_pod("pair", "2/2 again", LIMIT, |p: Option<&Pod>| ready(p) && restarts(p, "envoy") == 1).await;
+        let pod = ns
+            .wait_pod("pair", "2/2 again", LIMIT, |p: Option<&Pod>| ready(p) && restarted(p, "envoy", 1) && restarts(p, "envoy") == 1)
+            .await;
         assert_eq!(restarts(Some(&pod), "app"), 0);
         let last = status(&pod, "envoy").unwrap().last_state.and_then(|s| s.terminated).unwrap();
         assert_eq!((last.exit_code, last.reason.as_deref()), (0, Some("Completed")));
@@ -248,7 +258,7 @@ async fn the_memory_fault_ends_in_an_oom_kill() {
         ns.create_pod(p).await;
         ns.wait_pod("hog", "Ready", LIMIT, |p: Option<&Pod>| ready(p)).await;
         ns.target_call("hog", 9090, "POST", "/fault/memory?mibPerSec=64").await;
-        let pod = ns.wait_pod("hog", "an OOM kill and restart", LIMIT, |p: Option<&Pod>| restarts(p, "target") >= 1).await;
+        let pod = ns.wait_pod("hog", "an OOM kill and restart", LIMIT, |p: Option<&Pod>| restarted(p, "target", 1)).await;
         let last = status(&pod, "target").unwrap().last_state.and_then(|s| s.terminated).unwrap();
         // The kernel's OOM killer sends SIGKILL; containerd reports the cgroup's OOM event.
         assert_eq!((last.reason.as_deref(), last.exit_code), (Some("OOMKilled"), 137), "{last:?}");
