@@ -164,7 +164,9 @@ pub struct Expectation {
     /// Probe hits recorded by podlife-target's /hits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probe_hits: Option<ProbeHitsExpectation>,
-    /// Seconds from the delete action to the container's finishedAt, within [min, max].
+    /// Seconds to the container's finishedAt, within [min, max]: from the delete action, or
+    /// (`from: sigterm`) from the SIGTERM the target recorded, which leaves out how long the
+    /// kubelet took to act on the delete.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub termination_seconds: Option<SecondsRange>,
     /// podlife-target's lifecycle events in this order (e.g. poststart, prestop, sigterm), as
@@ -240,6 +242,28 @@ pub struct SecondsRange {
     #[serde(default)]
     pub min: f64,
     pub max: f64,
+    #[serde(default, skip_serializing_if = "TerminationFrom::is_delete")]
+    pub from: TerminationFrom,
+    /// The target's control port, for `from: sigterm`.
+    #[serde(default = "default_control_port")]
+    pub port: u16,
+}
+
+/// Where a termination's duration is measured from.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TerminationFrom {
+    /// The experiment's delete action.
+    #[default]
+    Delete,
+    /// The SIGTERM podlife-target recorded (the last one).
+    Sigterm,
+}
+
+impl TerminationFrom {
+    fn is_delete(&self) -> bool {
+        *self == TerminationFrom::Delete
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]

@@ -194,18 +194,7 @@ fn verdict(name: String, passed: bool, expected: String, observed: String) -> Ve
 fn evaluate_one(e: &Expectation, h: &PodHistory, observed: &Observed, created: Timestamp) -> Verdict {
     let hits = &observed.hits;
     if let Some(t) = &e.termination_seconds {
-        let finished = container(h, &t.container).and_then(|c| c.terminations.back()).and_then(|r| r.termination.finished_at);
-        let took = match (observed.deleted_at, finished) {
-            (Some(d), Some(f)) => Some(f.duration_since(d).as_secs_f64()),
-            _ => None,
-        };
-        let ok = took.is_some_and(|s| s >= t.min && s <= t.max);
-        let observed = match (observed.deleted_at, took) {
-            (None, _) => "no delete action ran".to_string(),
-            (_, None) => "no termination recorded".to_string(),
-            (_, Some(s)) => format!("{s:.0}s"),
-        };
-        return verdict(format!("termination of {} after delete", t.container), ok, format!("{}s..={}s", t.min, t.max), observed);
+        return termination_seconds(t, h, observed);
     }
     if let Some(o) = &e.hook_order {
         let seen: Vec<String> = observed.target_events.get(&o.port).map(|e| e.iter().map(|e| e.kind.clone()).collect()).unwrap_or_default();
@@ -350,6 +339,30 @@ fn evaluate_one(e: &Expectation, h: &PodHistory, observed: &Observed, created: T
         return verdict(format!("{} probe hits", p.probe), ok, expected, total.map_or("target not reachable".into(), |n| n.to_string()));
     }
     verdict("unknown expectation".into(), false, "one check per expectation".into(), "none set".into())
+}
+
+fn termination_seconds(t: &crate::crd::experiment::SecondsRange, h: &PodHistory, observed: &Observed) -> Verdict {
+    use crate::crd::experiment::TerminationFrom;
+    let finished = container(h, &t.container).and_then(|c| c.terminations.back()).and_then(|r| r.termination.finished_at);
+    let (start, what, missing) = match t.from {
+        TerminationFrom::Delete => (observed.deleted_at, "delete", "no delete action ran"),
+        TerminationFrom::Sigterm => {
+            let sigterm = observed.target_events.get(&t.port).and_then(|e| e.iter().rev().find(|e| e.kind == "sigterm"));
+            let at = sigterm.and_then(|e| Timestamp::from_millisecond(i64::try_from(e.at_ms).ok()?).ok());
+            (at, "SIGTERM", "the target recorded no SIGTERM")
+        }
+    };
+    let took = match (start, finished) {
+        (Some(s), Some(f)) => Some(f.duration_since(s).as_secs_f64()),
+        _ => None,
+    };
+    let ok = took.is_some_and(|s| s >= t.min && s <= t.max);
+    let observed = match (start, took) {
+        (None, _) => missing.to_string(),
+        (_, None) => "no termination recorded".to_string(),
+        (_, Some(s)) => format!("{s:.1}s"),
+    };
+    verdict(format!("termination of {} after {what}", t.container), ok, format!("{}s..={}s", t.min, t.max), observed)
 }
 
 /// The announced back-offs in order (each restart's, then the current one): the cap holds if
@@ -520,30 +533,45 @@ mod tests {
 
     #[test]
     fn hook_order_is_a_subsequence_and_termination_is_timed_from_the_delete() {
-        use crate::crd::experiment::{HookOrder, SecondsRange};
+        use crate::crd::experiment::{HookOrder, SecondsRange, TerminationFrom};
         let mut h = history();
         let term = serde_json::json!({"run": 0, "exitCode": 0, "finishedAt": "2027-01-15T08:00:12Z"});
         h.containers[0].terminations.push_back(serde_json::from_value(term).unwrap());
         let mut observed = Observed { deleted_at: Some(t(4)), ..Default::default() };
         let kinds = ["start", "listening", "poststart", "tcp-open", "prestop", "sigterm"];
-        observed.target_events.insert(9090, kinds.iter().map(|k| TargetEvent { kind: (*k).to_string(), at_ms: 0, run: 1 }).collect());
+        let mut events: Vec<TargetEvent> = kinds.iter().map(|k| TargetEvent { kind: (*k).to_string(), at_ms: 0, run: 1 }).collect();
+        // SIGTERM reached the target 5.5 s after the delete, 2.5 s before the container finished.
+        events.last_mut().unwrap().at_ms = 1_800_000_009_500;
+        observed.target_events.insert(9090, events);
         let order = |events: &[&str]| Expectation {
             hook_order: Some(HookOrder { events: events.iter().map(|s| s.to_string()).collect(), port: 9090 }),
             ..Default::default()
         };
-        let within = |min: f64, max: f64| Expectation {
-            termination_seconds: Some(SecondsRange { container: "target".into(), min, max }),
+        let range = |min: f64, max: f64, from: TerminationFrom| Expectation {
+            termination_seconds: Some(SecondsRange { container: "target".into(), min, max, from, port: 9090 }),
             ..Default::default()
         };
+        let within = |min, max| range(min, max, TerminationFrom::Delete);
+        let after_sigterm = |min, max| range(min, max, TerminationFrom::Sigterm);
         let v = evaluate(
-            &[order(&["poststart", "prestop", "sigterm"]), order(&["sigterm", "prestop"]), within(5.0, 10.0), within(0.0, 5.0)],
-            &[h],
+            &[
+                order(&["poststart", "prestop", "sigterm"]),
+                order(&["sigterm", "prestop"]),
+                within(5.0, 10.0),
+                within(0.0, 5.0),
+                after_sigterm(2.0, 3.0),
+                after_sigterm(0.0, 2.0),
+            ],
+            &[h.clone()],
             &observed,
             t(0),
         );
-        assert_eq!(v.iter().map(|v| v.passed).collect::<Vec<_>>(), [true, false, true, false]);
+        assert_eq!(v.iter().map(|v| v.passed).collect::<Vec<_>>(), [true, false, true, false, true, false]);
         assert_eq!(v[1].observed, "start → poststart → prestop → sigterm");
-        assert_eq!(v[2].observed, "8s");
+        assert_eq!((v[2].observed.as_str(), v[4].observed.as_str()), ("8.0s", "2.5s"));
+        observed.target_events.clear();
+        let v = evaluate(&[after_sigterm(0.0, 9.0)], &[h], &observed, t(0));
+        assert_eq!(v[0].observed, "the target recorded no SIGTERM");
     }
 
     #[test]
