@@ -2,7 +2,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use podlife::cli::{Format, ReportFiles, RunFormat, load_experiments, report, run, suite};
+use podlife::cli::{Format, RunFormat, RunOptions, load_experiments, report, run, suite};
 
 /// Reads what podlife recorded about your pods.
 #[derive(Parser, Debug)]
@@ -27,6 +27,9 @@ enum Command {
         /// Width of the terminal timelines.
         #[arg(long, default_value_t = 100)]
         width: usize,
+        /// Run at most this many experiments at once (0: all at once).
+        #[arg(long, default_value_t = 0)]
+        parallel: usize,
         /// Also write JUnit XML here.
         #[arg(long)]
         junit: Option<std::path::PathBuf>,
@@ -42,6 +45,11 @@ enum Command {
         /// Only cases whose name contains this.
         #[arg(long)]
         only: Option<String>,
+        /// Run at most this many cases at once, longest first (0: all at once). Bounded by
+        /// default: dozens of pods starting together on a small node delay every probe and
+        /// every reaction of the kubelet, which is not what the cases measure.
+        #[arg(long, default_value_t = 12)]
+        parallel: usize,
         #[arg(short, long, value_enum, default_value_t = RunFormat::Human)]
         output: RunFormat,
         /// Also write JUnit XML here.
@@ -81,15 +89,15 @@ async fn main() -> ExitCode {
             Command::Report { pod, namespace, output, width } => {
                 report(&client, &namespace, &pod, output, width, &mut std::io::stdout().lock()).await?
             }
-            Command::Suite { name: _, only, output, junit, html } => {
-                let files = ReportFiles { junit, html };
-                let (_, failed) = suite(&client, only.as_deref(), output, &files, &mut std::io::stdout().lock()).await?;
+            Command::Suite { name: _, only, output, junit, html, parallel } => {
+                let options = RunOptions { parallel, junit, html };
+                let (_, failed) = suite(&client, only.as_deref(), output, &options, &mut std::io::stdout().lock()).await?;
                 return anyhow::Ok(failed == 0);
             }
-            Command::Run { files, namespace, output, width, junit, html } => {
+            Command::Run { files, namespace, output, width, parallel, junit, html } => {
                 let experiments = load_experiments(&files).map_err(anyhow::Error::msg)?;
-                let files = ReportFiles { junit, html };
-                return anyhow::Ok(run(&client, &namespace, experiments, output, width, &files, &mut std::io::stdout().lock()).await?);
+                let options = RunOptions { parallel, junit, html };
+                return anyhow::Ok(run(&client, &namespace, experiments, output, width, &options, &mut std::io::stdout().lock()).await?);
             }
         }
         anyhow::Ok(true)

@@ -160,23 +160,25 @@ pub async fn run(
     experiments: Vec<crate::crd::ProbeExperiment>,
     format: RunFormat,
     width: usize,
-    files: &ReportFiles,
+    options: &RunOptions,
     out: &mut impl Write,
 ) -> Result<bool> {
     let placed = experiments.into_iter().map(|e| (namespace.to_string(), e)).collect();
-    let finished = run_placed(client, placed, format, width, out).await?;
-    files.write(client, &finished).await?;
+    let finished = run_placed(client, placed, format, width, options.parallel, out).await?;
+    options.write(client, &finished).await?;
     Ok(finished.iter().all(passed))
 }
 
-/// Files to write besides the chosen output: JUnit XML and an HTML page with the pictures.
+/// How to run: at most `parallel` experiments at once (0: all), and the files to write besides
+/// the chosen output (JUnit XML, an HTML page with the pictures).
 #[derive(Debug, Default, Clone)]
-pub struct ReportFiles {
+pub struct RunOptions {
+    pub parallel: usize,
     pub junit: Option<std::path::PathBuf>,
     pub html: Option<std::path::PathBuf>,
 }
 
-impl ReportFiles {
+impl RunOptions {
     async fn write(&self, client: &Client, finished: &[crate::crd::ProbeExperiment]) -> Result<()> {
         if let Some(path) = &self.junit {
             std::fs::write(path, junit(finished))?;
@@ -190,6 +192,25 @@ impl ReportFiles {
 
 fn passed(e: &crate::crd::ProbeExperiment) -> bool {
     e.status.as_ref().is_some_and(|s| s.phase == crate::crd::experiment::ExperimentPhase::Passed)
+}
+
+/// (Re)creates one experiment: a finished one of the same name is replaced.
+async fn start_experiment(client: &Client, namespace: &str, mut exp: crate::crd::ProbeExperiment) -> Result<()> {
+    use kube::ResourceExt;
+    use kube::api::{DeleteParams, PostParams};
+    let api: Api<crate::crd::ProbeExperiment> = Api::namespaced(client.clone(), namespace);
+    let name = exp.name_any();
+    if api.get_opt(&name).await?.is_some() {
+        api.delete(&name, &DeleteParams::foreground()).await?;
+        while api.get_opt(&name).await?.is_some() {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+    exp.metadata.namespace = Some(namespace.to_string());
+    exp.metadata.resource_version = None;
+    exp.status = None;
+    api.create(&PostParams::default(), &exp).await?;
+    Ok(())
 }
 
 /// The progress line while experiments run, on stderr: redrawn in place on a terminal; in a
@@ -240,47 +261,52 @@ async fn run_placed(
     placed: Vec<(String, crate::crd::ProbeExperiment)>,
     format: RunFormat,
     width: usize,
+    parallel: usize,
     out: &mut impl Write,
 ) -> Result<Vec<crate::crd::ProbeExperiment>> {
     use crate::crd::ProbeExperiment;
     use kube::ResourceExt;
-    use kube::api::{DeleteParams, PostParams};
 
-    let mut names = Vec::new();
-    for (namespace, mut exp) in placed {
-        let api: Api<ProbeExperiment> = Api::namespaced(client.clone(), &namespace);
-        let name = exp.name_any();
-        // A finished experiment is re-run by replacing it.
-        if api.get_opt(&name).await?.is_some() {
-            api.delete(&name, &DeleteParams::foreground()).await?;
-            while api.get_opt(&name).await?.is_some() {
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-            }
-        }
-        exp.metadata.namespace = Some(namespace.clone());
-        exp.metadata.resource_version = None;
-        exp.status = None;
-        api.create(&PostParams::default(), &exp).await?;
-        names.push((namespace, name));
-    }
+    // Longest first, so that a bounded number running at once does not make the slowest wait.
+    let mut queue: std::collections::VecDeque<(String, ProbeExperiment)> = {
+        let mut v = placed;
+        v.sort_by_key(|(_, e)| std::cmp::Reverse(e.spec.duration_seconds));
+        v.into()
+    };
+    let total = queue.len();
+    let limit = if parallel == 0 { usize::MAX } else { parallel };
+    let mut active: Vec<(String, String)> = Vec::new();
     let started = std::time::Instant::now();
     let mut finished: Vec<ProbeExperiment> = Vec::new();
     let mut progress = Progress::new(format == RunFormat::Human, width);
-    while finished.len() < names.len() {
-        finished.clear();
+    while finished.len() < total {
+        while active.len() < limit
+            && let Some((namespace, exp)) = queue.pop_front()
+        {
+            let name = exp.name_any();
+            start_experiment(client, &namespace, exp).await?;
+            active.push((namespace, name));
+        }
         let mut running = Vec::new();
-        for (namespace, name) in &names {
-            let exp = Api::<ProbeExperiment>::namespaced(client.clone(), namespace).get(name).await?;
+        let mut still_active = Vec::new();
+        for (namespace, name) in active.drain(..) {
+            let exp = Api::<ProbeExperiment>::namespaced(client.clone(), &namespace).get(&name).await?;
             let phase = exp.status.as_ref().map(|s| s.phase).unwrap_or_default();
             if phase.is_final() {
                 finished.push(exp);
             } else {
                 let ran = exp.status.as_ref().and_then(|s| s.started_at).map_or(0, |t| jiff::Timestamp::now().duration_since(t).as_secs());
                 running.push(format!("{name} {ran}s/{}s", exp.spec.duration_seconds));
+                still_active.push((namespace, name));
             }
         }
+        active = still_active;
+        let names_len = total;
         let ok = finished.iter().filter(|e| passed(e)).count();
-        let mut line = format!("{}/{} finished ({ok} passed, {} not)", finished.len(), names.len(), finished.len() - ok);
+        let mut line = format!("{}/{names_len} finished ({ok} passed, {} not)", finished.len(), finished.len() - ok);
+        if !queue.is_empty() {
+            line.push_str(&format!(", {} queued", queue.len()));
+        }
         if let Some(first) = running.first() {
             line.push_str(&format!(" · running: {first}"));
             if running.len() > 1 {
@@ -288,7 +314,7 @@ async fn run_placed(
             }
         }
         progress.show(started.elapsed(), &line);
-        if finished.len() < names.len() {
+        if finished.len() < total {
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         }
     }
@@ -523,7 +549,7 @@ pub async fn suite(
     client: &Client,
     filter: Option<&str>,
     format: RunFormat,
-    files: &ReportFiles,
+    options: &RunOptions,
     out: &mut impl Write,
 ) -> Result<(usize, usize)> {
     use k8s_openapi::api::core::v1::Namespace;
@@ -556,8 +582,8 @@ pub async fn suite(
         }
     }
     let created: Vec<String> = placed.iter().map(|(ns, _)| ns.clone()).collect();
-    let finished = run_placed(client, placed, format, 100, out).await?;
-    files.write(client, &finished).await?;
+    let finished = run_placed(client, placed, format, 100, options.parallel, out).await?;
+    options.write(client, &finished).await?;
     let ok = finished.iter().filter(|e| passed(e)).count();
     let failed = finished.len() - ok;
     if format == RunFormat::Human {
