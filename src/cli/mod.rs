@@ -6,7 +6,7 @@ use kube::api::ListParams;
 use kube::{Api, Client};
 
 use crate::crd::PodLifecycle;
-use crate::harness::timeline::Timeline;
+use crate::harness::timeline::{Timeline, escape};
 
 /// Errors of the CLI. Each says which pod and what to do.
 #[derive(Debug, thiserror::Error)]
@@ -86,10 +86,9 @@ pub async fn report(client: &Client, namespace: &str, pod: &str, format: Format,
 
 /// A pod's report as one HTML page: the chart, then every restart with measured vs expected.
 fn report_html(history: &crate::lifecycle::PodHistory, timeline: &Timeline) -> String {
-    let esc = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
     let mut page = format!(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>podlife: {0}</title><style>body{{font-family:'DejaVu Sans',Arial,sans-serif;margin:24px}} td,th{{border:1px solid #ccc;padding:4px 8px;font-size:13px}} table{{border-collapse:collapse}}</style></head><body>\n<h1>{0}</h1>\n{1}\n",
-        esc(&history.pod),
+        escape(&history.pod),
         timeline.render_svg()
     );
     page.push_str(
@@ -100,7 +99,7 @@ fn report_html(history: &crate::lifecycle::PodHistory, timeline: &Timeline) -> S
             let secs = |s: Option<f64>| s.map_or("-".to_string(), crate::lifecycle::history::format_seconds);
             page.push_str(&format!(
                 "<tr><td>{}</td><td>#{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
-                esc(&c.name),
+                escape(&c.name),
                 r.number,
                 secs(r.measured_seconds),
                 secs(Some(r.expected_seconds)),
@@ -392,7 +391,6 @@ pub async fn write_html(client: &Client, experiments: &[crate::crd::ProbeExperim
 #[must_use]
 pub fn html(experiments: &[crate::crd::ProbeExperiment], svgs: &[Option<String>]) -> String {
     use kube::ResourceExt;
-    let esc = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;");
     let passed_count = experiments.iter().filter(|e| passed(e)).count();
     let mut page = format!(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>podlife: {passed_count}/{} passed</title>\n<style>\n\
@@ -405,31 +403,31 @@ pub fn html(experiments: &[crate::crd::ProbeExperiment], svgs: &[Option<String>]
     );
     for (i, e) in experiments.iter().enumerate() {
         let s = e.status.clone().unwrap_or_default();
-        let name = esc(&e.name_any());
+        let name = escape(&e.name_any());
         page.push_str(&format!(
             "<h2 id=\"{name}\">{name} — <span class=\"{:?}\">{:?}</span> ({})</h2>\n",
             s.phase,
             s.phase,
-            esc(&s.summary)
+            escape(&s.summary)
         ));
         if let Some(reason) = &s.reason {
-            page.push_str(&format!("<p class=\"reason\">{}</p>\n", esc(reason)));
+            page.push_str(&format!("<p class=\"reason\">{}</p>\n", escape(reason)));
         }
         page.push_str("<table><tr><th></th><th>expectation</th><th>expected</th><th>observed</th></tr>\n");
         for v in &s.verdicts {
             let (mark, class) = if v.passed { ("✔", "ok") } else { ("✘", "bad") };
             page.push_str(&format!(
                 "<tr class=\"{class}\"><td>{mark}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
-                esc(&v.name),
-                esc(&v.expected),
-                esc(&v.observed)
+                escape(&v.name),
+                escape(&v.expected),
+                escape(&v.observed)
             ));
         }
         page.push_str("</table>\n");
         if !s.actions_done.is_empty() {
             page.push_str("<ul>");
             for a in &s.actions_done {
-                page.push_str(&format!("<li>action at {}</li>", esc(a)));
+                page.push_str(&format!("<li>action at {}</li>", escape(a)));
             }
             page.push_str("</ul>\n");
         }
@@ -451,7 +449,6 @@ fn json_of(e: &crate::crd::ProbeExperiment) -> serde_json::Value {
 #[must_use]
 pub fn junit(experiments: &[crate::crd::ProbeExperiment]) -> String {
     use kube::ResourceExt;
-    let esc = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;");
     let mut xml = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"podlife\">\n");
     for e in experiments {
         let s = e.status.clone().unwrap_or_default();
@@ -463,20 +460,20 @@ pub fn junit(experiments: &[crate::crd::ProbeExperiment]) -> String {
         };
         xml.push_str(&format!(
             "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{failures}\" errors=\"{errors}\" time=\"{seconds:.1}\">\n",
-            esc(&e.name_any()),
+            escape(&e.name_any()),
             s.verdicts.len().max(1)
         ));
         if let (crate::crd::experiment::ExperimentPhase::Error, Some(reason)) = (s.phase, &s.reason) {
             xml.push_str(&format!(
                 "    <testcase name=\"run\" classname=\"{}\"><error message=\"{}\"/></testcase>\n",
-                esc(&e.name_any()),
-                esc(reason)
+                escape(&e.name_any()),
+                escape(reason)
             ));
         }
         for v in &s.verdicts {
-            xml.push_str(&format!("    <testcase name=\"{}\" classname=\"{}\">", esc(&v.name), esc(&e.name_any())));
+            xml.push_str(&format!("    <testcase name=\"{}\" classname=\"{}\">", escape(&v.name), escape(&e.name_any())));
             if !v.passed {
-                xml.push_str(&format!("<failure message=\"expected {}, observed {}\"/>", esc(&v.expected), esc(&v.observed)));
+                xml.push_str(&format!("<failure message=\"expected {}, observed {}\"/>", escape(&v.expected), escape(&v.observed)));
             }
             xml.push_str("</testcase>\n");
         }

@@ -365,7 +365,9 @@ fn truncate(s: &str, n: usize) -> String {
     if s.chars().count() <= n { s.to_string() } else { format!("{}…", s.chars().take(n - 1).collect::<String>()) }
 }
 
-fn escape(s: &str) -> String {
+/// Escapes text for XML and HTML (SVG, JUnit, the HTML report): content and attribute values.
+#[must_use]
+pub fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 

@@ -24,6 +24,7 @@ use crate::crd::experiment::TargetMark;
 use crate::crd::experiment::{ExperimentPhase, ExperimentStatus, ProbeExperiment};
 use crate::harness::verdict::{HitTime, JobObserved, Observed, TargetEvent, evaluate, merge_hit_times, merge_target_events};
 use crate::lifecycle::{BackoffProfile, EventSnapshot, PodHistory, PodSnapshot, Source};
+use crate::lock;
 use crate::operator::keep_watching;
 use crate::target::record::RecordSnapshot;
 
@@ -48,7 +49,7 @@ pub async fn run_experiments(client: Client, namespaces: Vec<String>, target_ima
             move |exp: ProbeExperiment| {
                 let uid = exp.uid().unwrap_or_default();
                 let phase = exp.status.as_ref().map(|s| s.phase).unwrap_or_default();
-                let fresh = started.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(uid);
+                let fresh = lock(&started).insert(uid);
                 if fresh && !phase.is_final() {
                     let (client, image) = (client.clone(), image.clone());
                     tokio::spawn(async move {
@@ -176,10 +177,6 @@ impl Histories {
             None => {}
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Deletes a leftover object of the same name (an earlier run) and waits until it is gone.
@@ -339,21 +336,23 @@ async fn observe(
         // Once a second: read the target's record while the pod is still there, and the Job.
         if last_poll.elapsed() >= Duration::from_secs(1) {
             last_poll = std::time::Instant::now();
-            if let Subject::Pod { name, .. } = &subject {
-                for port in &hit_ports {
-                    if let Some(read) = fetch_hits(client, &ns, name, *port).await {
-                        observed.hits.insert(*port, read.counters);
-                        // A restarted container starts a new record: keep every run's.
-                        merge_target_events(observed.target_events.entry(*port).or_default(), read.events);
-                        merge_hit_times(observed.hit_times.entry(*port).or_default(), read.hit_times);
+            match &subject {
+                Subject::Pod { name, .. } => {
+                    for port in &hit_ports {
+                        if let Some(read) = fetch_hits(client, &ns, name, *port).await {
+                            observed.hits.insert(*port, read.counters);
+                            // A restarted container starts a new record: keep every run's.
+                            merge_target_events(observed.target_events.entry(*port).or_default(), read.events);
+                            merge_hit_times(observed.hit_times.entry(*port).or_default(), read.hit_times);
+                        }
                     }
                 }
-            }
-            if let Subject::Job { name } = &subject {
-                observed.job = read_job(&jobs, name).await.or(observed.job.take());
-                // A finished Job has nothing more to show: judge it now.
-                if observed.job.as_ref().is_some_and(|j| j.true_conditions.iter().any(|c| c == "Complete" || c == "Failed")) {
-                    break;
+                Subject::Job { name } => {
+                    observed.job = read_job(&jobs, name).await.or(observed.job.take());
+                    // A finished Job has nothing more to show: judge it now.
+                    if observed.job.as_ref().is_some_and(|j| j.true_conditions.iter().any(|c| c == "Complete" || c == "Failed")) {
+                        break;
+                    }
                 }
             }
         }

@@ -73,7 +73,7 @@ impl Store {
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::lock(&self.inner)
     }
 
     /// Lists existing reports so histories resume instead of starting over.

@@ -24,7 +24,8 @@ use serde_json::json;
 use super::process::{self, SigtermMode};
 use super::record::{HookKind, ProbeKind, Transport};
 use super::script::Script;
-use super::{Result, Target, TcpMode, listen_addr, lock};
+use super::{Result, Target, TcpMode, listen_addr};
+use crate::lock;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HitLabels {

@@ -19,7 +19,9 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
+
+use crate::lock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use exec::{ExecRequest, exec_client};
@@ -144,11 +146,6 @@ pub struct Target {
 #[must_use]
 pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding a lock must not take every later probe answer down with it.
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Target {

@@ -52,7 +52,7 @@ impl Store {
     /// Applies `change` to the saved state and writes it atomically (write + rename).
     /// Failures are logged: a full disk must not stop the target from answering probes.
     pub fn update(&self, change: impl FnOnce(&mut Saved)) {
-        let _guard = self.write.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _guard = crate::lock(&self.write);
         let mut saved = self.load().unwrap_or_default();
         change(&mut saved);
         let tmp = self.path.with_extension("tmp");
