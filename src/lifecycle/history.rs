@@ -126,6 +126,17 @@ pub struct Restart {
     pub source: Source,
 }
 
+impl Restart {
+    /// The delay from the previous run's finishedAt to this run's startedAt, judged against the
+    /// curve; a restart that followed unobserved ones is measured but not judged.
+    fn measure(&mut self, previous_finished_at: Option<Timestamp>, profile: &BackoffProfile) {
+        self.previous_finished_at = previous_finished_at;
+        self.measured_seconds = seconds_between(previous_finished_at, self.started_at);
+        self.fits_curve =
+            if self.unobserved_before > 0 { None } else { self.measured_seconds.map(|m| profile.fits(self.expected_seconds, m)) };
+    }
+}
+
 fn is_zero(n: &i32) -> bool {
     *n == 0
 }
@@ -444,11 +455,8 @@ impl ContainerHistory {
     /// lastState empty (seen on our v1.34 node under load), with lastState filled in by a later
     /// status. Measure that restart once its previous run's termination arrives.
     fn measure_late(&mut self, run: i32, t: &Termination, profile: &BackoffProfile) {
-        let Some(r) = self.restarts.iter_mut().find(|r| r.number == run + 1 && r.previous_finished_at.is_none()) else { return };
-        r.previous_finished_at = t.finished_at;
-        r.measured_seconds = seconds_between(t.finished_at, r.started_at);
-        if r.unobserved_before == 0 {
-            r.fits_curve = r.measured_seconds.map(|m| profile.fits(r.expected_seconds, m));
+        if let Some(r) = self.restarts.iter_mut().find(|r| r.number == run + 1 && r.previous_finished_at.is_none()) {
+            r.measure(t.finished_at, profile);
         }
     }
 
@@ -539,19 +547,19 @@ impl ContainerHistory {
         let step =
             if reset { 1 } else { self.backoff_step.saturating_add(1).saturating_add(u32::try_from(unobserved.max(0)).unwrap_or(0)) };
         let expected = profile.expected_seconds(step);
-        let measured = seconds_between(previous.and_then(|p| p.finished_at), started_at);
-        let restart = Restart {
+        let mut restart = Restart {
             number: c.restart_count,
             backoff_step: step,
-            previous_finished_at: previous.and_then(|p| p.finished_at),
+            previous_finished_at: None,
             started_at,
-            measured_seconds: measured,
+            measured_seconds: None,
             announced_seconds: self.pending_announced_seconds.take(),
             expected_seconds: expected,
-            fits_curve: if unobserved > 0 { None } else { measured.map(|m| profile.fits(expected, m)) },
+            fits_curve: None,
             unobserved_before: unobserved.max(0),
             source,
         };
+        restart.measure(previous.and_then(|p| p.finished_at), profile);
         if let Some(kill) = self.probe_kills.iter_mut().rev().find(|k| k.restarted_as.is_none()) {
             kill.restarted_as = Some(c.restart_count);
         }
