@@ -12,6 +12,25 @@ struct Cli {
     command: Command,
 }
 
+/// Where `run` and `suite` put their verdicts.
+#[derive(clap::Args, Debug)]
+struct Results {
+    #[arg(short, long, value_enum, default_value_t = RunFormat::Human)]
+    output: RunFormat,
+    /// Also write JUnit XML here.
+    #[arg(long)]
+    junit: Option<std::path::PathBuf>,
+    /// Also write an HTML page with every verdict and timeline picture here.
+    #[arg(long)]
+    html: Option<std::path::PathBuf>,
+}
+
+impl Results {
+    fn options(self, parallel: usize) -> (RunFormat, RunOptions) {
+        (self.output, RunOptions { parallel, junit: self.junit, html: self.html })
+    }
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run ProbeExperiments from YAML files against the cluster (the operator must run with
@@ -22,20 +41,14 @@ enum Command {
         files: Vec<std::path::PathBuf>,
         #[arg(short, long, default_value = "default", env = "PODLIFE_NAMESPACE")]
         namespace: String,
-        #[arg(short, long, value_enum, default_value_t = RunFormat::Human)]
-        output: RunFormat,
         /// Width of the terminal timelines.
         #[arg(long, default_value_t = 100)]
         width: usize,
         /// Run at most this many experiments at once (0: all at once).
         #[arg(long, default_value_t = 0)]
         parallel: usize,
-        /// Also write JUnit XML here.
-        #[arg(long)]
-        junit: Option<std::path::PathBuf>,
-        /// Also write an HTML page with every verdict and timeline picture here.
-        #[arg(long)]
-        html: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        results: Results,
     },
     /// Run a built-in suite. `conformance` reproduces the kubelet's upstream probe and lifecycle
     /// e2e checks against your cluster, one namespace per case, in parallel. Exit 0 if all passed.
@@ -50,14 +63,8 @@ enum Command {
         /// every reaction of the kubelet, which is not what the cases measure.
         #[arg(long, default_value_t = 12)]
         parallel: usize,
-        #[arg(short, long, value_enum, default_value_t = RunFormat::Human)]
-        output: RunFormat,
-        /// Also write JUnit XML here.
-        #[arg(long)]
-        junit: Option<std::path::PathBuf>,
-        /// Also write an HTML page with every verdict and timeline picture here.
-        #[arg(long)]
-        html: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        results: Results,
     },
     /// A pod's timeline: phases, conditions, container states, restarts with measured vs
     /// expected back-off, probe kills and events.
@@ -89,14 +96,14 @@ async fn main() -> ExitCode {
             Command::Report { pod, namespace, output, width } => {
                 report(&client, &namespace, &pod, output, width, &mut std::io::stdout().lock()).await?
             }
-            Command::Suite { name: _, only, output, junit, html, parallel } => {
-                let options = RunOptions { parallel, junit, html };
+            Command::Suite { name: _, only, parallel, results } => {
+                let (output, options) = results.options(parallel);
                 let (_, failed) = suite(&client, only.as_deref(), output, &options, &mut std::io::stdout().lock()).await?;
                 return anyhow::Ok(failed == 0);
             }
-            Command::Run { files, namespace, output, width, parallel, junit, html } => {
+            Command::Run { files, namespace, width, parallel, results } => {
                 let experiments = load_experiments(&files).map_err(anyhow::Error::msg)?;
-                let options = RunOptions { parallel, junit, html };
+                let (output, options) = results.options(parallel);
                 return anyhow::Ok(run(&client, &namespace, experiments, output, width, &options, &mut std::io::stdout().lock()).await?);
             }
         }

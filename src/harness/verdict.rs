@@ -104,18 +104,18 @@ pub fn evaluate(expectations: &[Expectation], pods: &[PodHistory], observed: &Ob
 }
 
 fn evaluate_on_every_pod(e: &Expectation, pods: &[PodHistory], observed: &Observed, created: Timestamp) -> Verdict {
-    let mut each = pods.iter().map(|h| (h, evaluate_one(e, h, observed, created)));
-    let Some((_, first)) = each.next() else {
-        let probe = evaluate_one(e, &PodHistory::new("", ""), observed, created);
-        return verdict(probe.name, false, probe.expected, "no pod observed".into());
-    };
-    if pods.len() == 1 {
-        return first;
-    }
-    let failing = std::iter::once((&pods[0], first.clone())).chain(each).find(|(_, v)| !v.passed);
-    match failing {
-        Some((h, v)) => verdict(v.name, false, v.expected, format!("pod {}: {}", h.pod, v.observed)),
-        None => verdict(first.name, true, first.expected, format!("all {} pods: {}", pods.len(), first.observed)),
+    let each: Vec<(&PodHistory, Verdict)> = pods.iter().map(|h| (h, evaluate_one(e, h, observed, created))).collect();
+    match each.as_slice() {
+        [] => {
+            // Only the expectation's name and expected value are wanted here.
+            let unobserved = evaluate_one(e, &PodHistory::new("", ""), observed, created);
+            verdict(unobserved.name, false, unobserved.expected, "no pod observed".into())
+        }
+        [(_, only)] => only.clone(),
+        [(_, first), ..] => match each.iter().find(|(_, v)| !v.passed) {
+            Some((h, v)) => verdict(v.name.clone(), false, v.expected.clone(), format!("pod {}: {}", h.pod, v.observed)),
+            None => verdict(first.name.clone(), true, first.expected.clone(), format!("all {} pods: {}", pods.len(), first.observed)),
+        },
     }
 }
 
