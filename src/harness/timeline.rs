@@ -389,6 +389,7 @@ mod tests {
             namespace: "n".into(),
             name: "demo".into(),
             uid: "u".into(),
+            resource_version: None,
             created_at: Some(t(0)),
             deleted_at: None,
             phase: Phase::Running,
@@ -396,6 +397,7 @@ mod tests {
             containers: vec![ContainerSnapshot {
                 name: "app".into(),
                 kind: ContainerKind::App,
+                container_id: None,
                 state: Some(state),
                 last_terminated: last,
                 ready: false,

@@ -334,6 +334,20 @@ pub struct PodHistory {
     pub truncated: Truncation,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deleted_at: Option<Timestamp>,
+    /// The newest Event resourceVersion folded into this history. An event at or below it was
+    /// seen before (a relist or a restarted operator replays it), even once it has left the
+    /// `events` ring or been trimmed for the byte budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events_seen_through: Option<u64>,
+    /// The newest Pod resourceVersion folded into this history: an older status replayed
+    /// later (a watch resumed from an earlier position) changes nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_seen_through: Option<u64>,
+    /// Operator bookkeeping, not the pod's: the position of the operator's pod watch up to
+    /// which every change of every pod had been written when this report was. A restarted
+    /// operator, or a new leader, resumes its watch there and replays what it missed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watch_resume_from: Option<u64>,
 }
 
 /// What one observation changed, for metrics and logs.
@@ -373,7 +387,8 @@ fn state_key(s: &ContainerState, restart_count: i32) -> StateKey {
 }
 
 impl ContainerHistory {
-    fn new(name: &str, kind: ContainerKind) -> Self {
+    #[must_use]
+    pub fn new(name: &str, kind: ContainerKind) -> Self {
         ContainerHistory {
             name: name.to_string(),
             kind,
@@ -396,19 +411,10 @@ impl ContainerHistory {
         self.terminations.iter().any(|r| r.termination.run_key() == key)
     }
 
-    fn record_termination(
-        &mut self,
-        run: i32,
-        t: &Termination,
-        source: Source,
-        profile: &BackoffProfile,
-        trunc: &mut Truncation,
-        changes: &mut Vec<Change>,
-    ) {
+    fn record_termination(&mut self, run: i32, t: &Termination, source: Source, trunc: &mut Truncation, changes: &mut Vec<Change>) {
         if self.has_termination(t) {
             return;
         }
-        self.measure_late(run, t, profile);
         // A kill whose probe we saw: attach the termination it caused.
         if let Some(kill) = self.probe_kills.iter_mut().rev().find(|k| k.exit_code.is_none()) {
             let after_kill = match (kill.killing_at, t.finished_at) {
@@ -451,12 +457,56 @@ impl ContainerHistory {
         changes.push(Change::Termination);
     }
 
-    /// The kubelet may publish a restarted run before the run it replaced: restartCount up and
-    /// lastState empty (seen on our v1.34 node under load), with lastState filled in by a later
-    /// status. Measure that restart once its previous run's termination arrives.
-    fn measure_late(&mut self, run: i32, t: &Termination, profile: &BackoffProfile) {
-        if let Some(r) = self.restarts.iter_mut().find(|r| r.number == run + 1 && r.previous_finished_at.is_none()) {
-            r.measure(t.finished_at, profile);
+    /// The recorded termination of run `run` (0 = the first run).
+    fn termination_of_run(&self, run: i32) -> Option<&Termination> {
+        self.terminations.iter().rev().find(|t| t.run == run).map(|t| &t.termination)
+    }
+
+    /// When run `run` started: from its termination, or from the Running state it was seen in.
+    fn start_of_run(&self, run: i32) -> Option<Timestamp> {
+        self.termination_of_run(run).and_then(|t| t.started_at).or_else(|| {
+            self.states.iter().rev().find_map(|s| match s.state {
+                ContainerState::Running { started_at } if s.restart_count == run => started_at,
+                _ => None,
+            })
+        })
+    }
+
+    /// Measures every restart whose two ends are now known. The kubelet publishes them in
+    /// whichever order its status syncs land: a restart can arrive before the run it replaced
+    /// ended in any status (restartCount up, lastState empty; seen on our v1.34 node under
+    /// load), or while the new run is only created (Waiting with no reason), so that its start
+    /// comes with a later status.
+    fn complete_restarts(&mut self, profile: &BackoffProfile) {
+        let newest = self.restarts.back().map(|r| r.number);
+        for i in 0..self.restarts.len() {
+            let (number, known_previous, known_start) = {
+                let r = &self.restarts[i];
+                if r.measured_seconds.is_some() {
+                    continue;
+                }
+                (r.number, r.previous_finished_at, r.started_at)
+            };
+            let previous = self.termination_of_run(number - 1).cloned();
+            let started_at = known_start.or_else(|| self.start_of_run(number));
+            let previous_finished_at = known_previous.or_else(|| previous.as_ref().and_then(|p| p.finished_at));
+            if previous_finished_at.is_none() && started_at == known_start {
+                continue;
+            }
+            // The newest restart's step was chosen without its previous run: a run that turns
+            // out to have lasted past reset_after restarted the curve.
+            if known_previous.is_none() && Some(number) == newest && previous.as_ref().is_some_and(|p| ran_past_reset(p, profile)) {
+                let r = &mut self.restarts[i];
+                r.backoff_step = 1;
+                r.expected_seconds = profile.expected_seconds(1);
+                self.backoff_step = 1;
+            }
+            let r = &mut self.restarts[i];
+            r.started_at = started_at;
+            r.previous_finished_at = previous_finished_at;
+            if previous_finished_at.is_some() && started_at.is_some() {
+                r.measure(previous_finished_at, profile);
+            }
         }
     }
 
@@ -470,11 +520,12 @@ impl ContainerHistory {
         changes: &mut Vec<Change>,
     ) {
         // Earlier runs first, so the termination history stays in order.
+        let last_run = last_terminated_run(c);
         if let Some(last) = &c.last_terminated {
-            self.record_termination(last_terminated_run(c), last, source, profile, trunc, changes);
+            self.record_termination(last_run, last, source, trunc, changes);
         }
         if c.restart_count > self.restart_count {
-            self.record_restart(c, source, profile, trunc, changes);
+            self.record_restart(c, last_run, source, profile, trunc, changes);
         }
         if let Some(state) = &c.state {
             let key = state_key(state, c.restart_count);
@@ -492,7 +543,7 @@ impl ContainerHistory {
             // Back-off follows the current run only; a replayed older snapshot must not re-arm it.
             let current = c.restart_count == self.restart_count;
             match state {
-                ContainerState::Terminated(t) => self.record_termination(c.restart_count, t, source, profile, trunc, changes),
+                ContainerState::Terminated(t) => self.record_termination(c.restart_count, t, source, trunc, changes),
                 _ if !current => {}
                 ContainerState::Waiting { reason, message } if reason.as_deref() == Some("CrashLoopBackOff") => {
                     if let Some(announced) = message.as_deref().and_then(parse_announced) {
@@ -518,48 +569,49 @@ impl ContainerHistory {
             push_bounded(&mut self.started, Flip { value: started, at: now }, MAX_FLIPS, &mut trunc.flips);
             changes.push(Change::Flip);
         }
+        self.complete_restarts(profile);
     }
 
     fn record_restart(
         &mut self,
         c: &ContainerSnapshot,
+        last_run: i32,
         source: Source,
         profile: &BackoffProfile,
         trunc: &mut Truncation,
         changes: &mut Vec<Change>,
     ) {
         let unobserved = c.restart_count - self.restart_count - 1;
-        // The run this restart started, and the run before it. Which status field holds which
-        // depends on where the new run is: running or terminated (lastState = the previous
-        // run), or already back in CrashLoopBackOff (lastState = the new run itself).
-        let (started_at, previous) = match &c.state {
-            Some(ContainerState::Running { started_at }) => (*started_at, c.last_terminated.clone()),
-            Some(ContainerState::Terminated(t)) => (t.started_at, c.last_terminated.clone()),
-            _ => (
-                c.last_terminated.as_ref().and_then(|t| t.started_at),
-                self.terminations.iter().rev().find(|t| t.run == c.restart_count - 1).map(|t| t.termination.clone()),
-            ),
+        // When the run this restart started began. Running or terminated: its own state says.
+        // Waiting with this run in lastState (back-off): it has already ended. Waiting for a run
+        // that is only created: not known yet; a later status brings it.
+        let started_at = match &c.state {
+            Some(ContainerState::Running { started_at }) => *started_at,
+            Some(ContainerState::Terminated(t)) => t.started_at,
+            _ if last_run == c.restart_count => c.last_terminated.as_ref().and_then(|t| t.started_at),
+            _ => None,
         };
-        let previous = previous.as_ref();
+        // The run before it was recorded from lastState or from an earlier terminated state.
+        let previous = self.termination_of_run(c.restart_count - 1).cloned();
         // A run longer than reset_after expires the kubelet's back-off entry: start over.
-        let ran_for = previous.and_then(|p| seconds_between(p.started_at, p.finished_at));
-        let reset = ran_for.is_some_and(|s| s > profile.reset_after_seconds);
+        let reset = previous.as_ref().is_some_and(|p| ran_past_reset(p, profile));
         let step =
             if reset { 1 } else { self.backoff_step.saturating_add(1).saturating_add(u32::try_from(unobserved.max(0)).unwrap_or(0)) };
-        let expected = profile.expected_seconds(step);
         let mut restart = Restart {
             number: c.restart_count,
             backoff_step: step,
-            previous_finished_at: None,
+            previous_finished_at: previous.as_ref().and_then(|p| p.finished_at),
             started_at,
             measured_seconds: None,
             announced_seconds: self.pending_announced_seconds.take(),
-            expected_seconds: expected,
+            expected_seconds: profile.expected_seconds(step),
             fits_curve: None,
             unobserved_before: unobserved.max(0),
             source,
         };
-        restart.measure(previous.and_then(|p| p.finished_at), profile);
+        if restart.previous_finished_at.is_some() && started_at.is_some() {
+            restart.measure(restart.previous_finished_at, profile);
+        }
         if let Some(kill) = self.probe_kills.iter_mut().rev().find(|k| k.restarted_as.is_none()) {
             kill.restarted_as = Some(c.restart_count);
         }
@@ -571,15 +623,28 @@ impl ContainerHistory {
     }
 }
 
+/// Whether a run lasted longer than the profile's reset_after (the kubelet then forgets its
+/// back-off and restarts at once).
+fn ran_past_reset(run: &Termination, profile: &BackoffProfile) -> bool {
+    seconds_between(run.started_at, run.finished_at).is_some_and(|s| s > profile.reset_after_seconds)
+}
+
 impl PodHistory {
     #[must_use]
     pub fn new(pod: &str, uid: &str) -> Self {
         PodHistory { pod: pod.to_string(), uid: uid.to_string(), ..Default::default() }
     }
 
-    /// Folds one status snapshot, observed at `now`, into the history.
+    /// Folds one status snapshot, observed at `now`, into the history. A snapshot older than
+    /// one already folded in (by resourceVersion) is a replay and changes nothing.
     pub fn observe(&mut self, snap: &PodSnapshot, now: Timestamp, source: Source, profile: &BackoffProfile) -> Vec<Change> {
         let mut changes = Vec::new();
+        if let (Some(version), Some(seen)) = (snap.resource_version, self.status_seen_through)
+            && version <= seen
+        {
+            return changes;
+        }
+        self.status_seen_through = self.status_seen_through.max(snap.resource_version);
         if self.phases.back().map(|p| p.phase) != Some(snap.phase) {
             push_bounded(&mut self.phases, PhaseTransition { phase: snap.phase, at: now, source }, MAX_PHASES, &mut self.truncated.phases);
             changes.push(Change::Phase);
@@ -622,7 +687,18 @@ impl PodHistory {
 
     /// Folds one Event into the history. A count update of a known event raises its count;
     /// Killing after Unhealthy opens a [`ProbeKill`] that later terminations and restarts join.
+    ///
+    /// # Guarantees
+    /// Events must arrive in resourceVersion order (a watch delivers them so; a relist must be
+    /// sorted first). Then an event at or below [`PodHistory::events_seen_through`] is a replay
+    /// and changes nothing, whatever the rings have dropped since.
     pub fn observe_event(&mut self, e: &EventSnapshot) -> Option<Change> {
+        if let (Some(version), Some(seen)) = (e.resource_version, self.events_seen_through)
+            && version <= seen
+        {
+            return None;
+        }
+        self.events_seen_through = self.events_seen_through.max(e.resource_version);
         if let Some(known) = self.events.iter_mut().find(|r| r.uid == e.uid) {
             if e.count <= known.count {
                 return None;
@@ -770,12 +846,20 @@ enum List {
     ProbeKills(usize),
 }
 
-/// The run that `lastState.terminated` describes: the run before the current one, except in
-/// Waiting, where the current run has already ended and is itself in lastState.
+/// The run that `lastState.terminated` describes. The kubelet fills lastState from the
+/// second-newest run, except while it shows a cached start failure (CrashLoopBackOff and the
+/// like): then the newest run has ended and moved into lastState itself. The newest run's id
+/// (`containerID`) tells the two apart; without it, only CrashLoopBackOff is taken to mean the
+/// newest run.
 fn last_terminated_run(c: &ContainerSnapshot) -> i32 {
-    match c.state {
-        Some(ContainerState::Waiting { .. }) => c.restart_count,
-        _ => c.restart_count - 1,
+    let last_id = c.last_terminated.as_ref().and_then(|t| t.container_id.as_ref());
+    match (&c.container_id, last_id) {
+        (Some(current), Some(last)) if current == last => c.restart_count,
+        (Some(_), _) => c.restart_count - 1,
+        (None, _) => match &c.state {
+            Some(ContainerState::Waiting { reason: Some(r), .. }) if r == "CrashLoopBackOff" => c.restart_count,
+            _ => c.restart_count - 1,
+        },
     }
 }
 

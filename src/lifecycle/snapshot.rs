@@ -141,6 +141,11 @@ impl Termination {
 pub struct ContainerSnapshot {
     pub name: String,
     pub kind: ContainerKind,
+    /// `containerID`: the runtime's id of the newest run. When it equals lastState's id, the
+    /// newest run has already ended and lastState describes it (the kubelet's back-off waiting
+    /// state); otherwise lastState is the run before it.
+    #[serde(default)]
+    pub container_id: Option<String>,
     pub state: Option<ContainerState>,
     pub last_terminated: Option<Termination>,
     pub ready: bool,
@@ -163,6 +168,10 @@ pub struct PodSnapshot {
     pub namespace: String,
     pub name: String,
     pub uid: String,
+    /// The Pod's resourceVersion as a number: it rises with every update, so an older
+    /// snapshot replayed after a newer one can be told apart. `None` if not a number.
+    #[serde(default)]
+    pub resource_version: Option<u64>,
     pub created_at: Option<Timestamp>,
     pub deleted_at: Option<Timestamp>,
     pub phase: Phase,
@@ -183,6 +192,11 @@ pub struct EventSnapshot {
     pub count: u32,
     pub first_seen: Option<Timestamp>,
     pub last_seen: Option<Timestamp>,
+    /// The Event object's resourceVersion as a number: every create or count update raises it,
+    /// and a relist or a restarted watch brings back the same value, which tells a replay from
+    /// news. `None` where the apiserver's versions are not numbers.
+    #[serde(default)]
+    pub resource_version: Option<u64>,
 }
 
 fn ts(t: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>) -> Option<Timestamp> {
@@ -215,6 +229,7 @@ fn container_of(c: &ContainerStatus, kind: ContainerKind) -> ContainerSnapshot {
     ContainerSnapshot {
         name: c.name.clone(),
         kind,
+        container_id: c.container_id.clone().filter(|id| !id.is_empty()),
         state: c.state.as_ref().and_then(state_of),
         last_terminated: c.last_state.as_ref().and_then(|s| s.terminated.as_ref()).map(termination_of),
         ready: c.ready,
@@ -251,6 +266,7 @@ impl PodSnapshot {
             namespace: meta.namespace.clone().unwrap_or_default(),
             name: meta.name.clone().unwrap_or_default(),
             uid: meta.uid.clone().unwrap_or_default(),
+            resource_version: meta.resource_version.as_deref().and_then(|v| v.parse().ok()),
             created_at: ts(meta.creation_timestamp.as_ref()),
             deleted_at: ts(meta.deletion_timestamp.as_ref()),
             phase: Phase::parse(status.phase.as_deref()),
@@ -296,6 +312,7 @@ impl EventSnapshot {
             last_seen: ts(e.last_timestamp.as_ref())
                 .or_else(|| e.series.as_ref().and_then(|s| s.last_observed_time.as_ref()).map(|t| t.0))
                 .or_else(|| e.event_time.as_ref().map(|t| t.0)),
+            resource_version: e.metadata.resource_version.as_deref().and_then(|v| v.parse().ok()),
         })
     }
 }

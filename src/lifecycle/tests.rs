@@ -19,6 +19,7 @@ fn pod(phase: Phase, containers: Vec<ContainerSnapshot>) -> PodSnapshot {
         namespace: "ns".into(),
         name: "p".into(),
         uid: "u".into(),
+        resource_version: None,
         created_at: Some(t(0)),
         deleted_at: None,
         phase,
@@ -31,6 +32,7 @@ fn app(restarts: i32, state: ContainerState, last: Option<Termination>, ready: b
     ContainerSnapshot {
         name: "app".into(),
         kind: ContainerKind::App,
+        container_id: None,
         state: Some(state),
         last_terminated: last,
         ready,
@@ -238,6 +240,7 @@ fn event(uid: &str, reason: &str, message: &str, count: u32, at: i64) -> EventSn
         count,
         first_seen: Some(t(at)),
         last_seen: Some(t(at)),
+        resource_version: None,
     }
 }
 
@@ -452,4 +455,104 @@ fn a_restart_published_before_its_previous_run_is_measured_when_that_run_arrives
     h.observe(&snap(2, running(30), Some(exited(1, 6, 20))), t(30), Source::Live, &p);
     assert_eq!(h.containers[0].restarts[0].measured_seconds, Some(1.0));
     assert_eq!(h.containers[0].restarts[1].measured_seconds, Some(10.0));
+}
+
+/// A container status as the kubelet writes it, with the newest run's `containerID`.
+fn app_run(restarts: i32, id: &str, state: ContainerState, last: Option<Termination>) -> ContainerSnapshot {
+    ContainerSnapshot { container_id: Some(format!("containerd://{id}")), ..app(restarts, state, last, false) }
+}
+
+#[test]
+fn a_restart_whose_previous_run_was_recorded_first_is_measured() {
+    // Defect: the run's termination came in as state.terminated, then the restart arrived with
+    // an empty lastState, then lastState caught up. The termination was already known, so the
+    // late-measure path never ran and the restart stayed unmeasured (the conformance back-off
+    // case once accepted 6 of 7 measured restarts because of this).
+    let p = BackoffProfile::default();
+    let mut h = PodHistory::new("p", "u");
+    let snap = |c| pod(Phase::Running, vec![c]);
+    h.observe(&snap(app_run(2, "run2", running(40), Some(exited(1, 20, 21)))), t(40), Source::Live, &p);
+    h.observe(&snap(app_run(2, "run2", ContainerState::Terminated(exited(2, 40, 41)), Some(exited(1, 20, 21)))), t(41), Source::Live, &p);
+    h.observe(&snap(app_run(3, "run3", running(63), None)), t(63), Source::Live, &p);
+    h.observe(&snap(app_run(3, "run3", running(63), Some(exited(2, 40, 41)))), t(64), Source::Live, &p);
+    let r = h.containers[0].restarts.iter().find(|r| r.number == 3).expect("restart 3 recorded");
+    assert_eq!((r.previous_finished_at, r.started_at, r.measured_seconds), (Some(t(41)), Some(t(63)), Some(22.0)), "{r:?}");
+}
+
+#[test]
+fn a_restart_seen_while_its_run_is_only_created_is_measured_when_it_starts() {
+    // The kubelet shows a created-but-not-started run as Waiting with no reason, the new
+    // restartCount and the new containerID, and lastState still the run before (v1.34
+    // convertToAPIContainerStatuses). Taking that Waiting for CrashLoopBackOff measured the
+    // restart from the previous run's own start: a negative delay.
+    let p = BackoffProfile::default();
+    let mut h = PodHistory::new("p", "u");
+    let snap = |c| pod(Phase::Running, vec![c]);
+    let run2 = exited(2, 40, 41);
+    h.observe(&snap(app_run(2, "run2", ContainerState::Terminated(run2.clone()), Some(exited(1, 20, 21)))), t(41), Source::Live, &p);
+    h.observe(&snap(app_run(2, "run2", crashloop("20s"), Some(run2.clone()))), t(52), Source::Live, &p);
+    let created = ContainerState::Waiting { reason: None, message: None };
+    h.observe(&snap(app_run(3, "run3", created, Some(run2.clone()))), t(63), Source::Live, &p);
+    h.observe(&snap(app_run(3, "run3", running(63), Some(run2.clone()))), t(64), Source::Live, &p);
+    let c = &h.containers[0];
+    let r = c.restarts.iter().find(|r| r.number == 3).expect("restart 3 recorded");
+    assert_eq!((r.started_at, r.measured_seconds, r.announced_seconds), (Some(t(63)), Some(22.0), Some(20.0)), "{r:?}");
+    assert_eq!(c.terminations.iter().map(|t| t.run).collect::<Vec<_>>(), [1, 2], "run 2 is not mistaken for run 3");
+}
+
+fn versioned(uid: &str, reason: &str, message: &str, version: u64) -> EventSnapshot {
+    EventSnapshot { resource_version: Some(version), ..event(uid, reason, message, 1, i64::try_from(version).unwrap()) }
+}
+
+#[test]
+fn a_replayed_event_stays_a_replay_after_it_left_the_ring() {
+    // Defect: events were told apart from replays only by the 64-entry ring, so a relist or a
+    // restarted operator brought older events back as new, and a replayed Killing opened a
+    // second probe kill that the next restart was linked to.
+    let p = BackoffProfile::default();
+    let mut h = PodHistory::new("p", "u");
+    h.observe(&pod(Phase::Running, vec![app(0, running(0), None, true)]), t(0), Source::Live, &p);
+    let killing = versioned("kill", "Killing", "Container app failed liveness probe, will be restarted", 10);
+    h.observe_event(&versioned("unhealthy", "Unhealthy", "Liveness probe failed: 503", 9));
+    h.observe_event(&killing);
+    for i in 0..100u64 {
+        h.observe_event(&versioned(&format!("e{i}"), "Pulled", "already present", 20 + i));
+    }
+    assert!(h.events.iter().all(|e| e.uid != "kill"), "the Killing event has left the ring");
+    let kills = h.containers[0].probe_kills.len();
+    let recorded = h.summary.transitions_recorded;
+    // An operator restart: the report is read back, then the watch lists every event again.
+    let mut reloaded: PodHistory = serde_json::from_value(serde_json::to_value(&h).unwrap()).unwrap();
+    reloaded.enforce_budget(4 * 1024);
+    for e in
+        [versioned("unhealthy", "Unhealthy", "Liveness probe failed: 503", 9), killing, versioned("e3", "Pulled", "already present", 23)]
+    {
+        assert_eq!(reloaded.observe_event(&e), None, "{} is a replay", e.uid);
+    }
+    assert_eq!(reloaded.containers[0].probe_kills.len(), kills, "no second probe kill");
+    assert_eq!(reloaded.summary.transitions_recorded, recorded);
+    // News still counts: a count update (a higher version) and a new event.
+    let mut update = versioned("e99", "Pulled", "already present", 200);
+    update.count = 2;
+    assert_eq!(reloaded.observe_event(&update), Some(Change::EventCount));
+    assert_eq!(reloaded.observe_event(&versioned("new", "Started", "Started container app", 201)), Some(Change::Event));
+}
+
+#[test]
+fn an_older_status_replayed_after_a_newer_one_changes_nothing() {
+    // A watch resumed from an earlier position replays statuses already folded in; the ready
+    // flip back to an old value must not be recorded again.
+    let p = BackoffProfile::default();
+    let mut h = PodHistory::new("p", "u");
+    let at = |version: u64, ready: bool| PodSnapshot {
+        resource_version: Some(version),
+        ..pod(Phase::Running, vec![app(0, running(1), None, ready)])
+    };
+    h.observe(&at(10, false), t(1), Source::Live, &p);
+    h.observe(&at(11, true), t(2), Source::Live, &p);
+    assert!(h.observe(&at(10, false), t(3), Source::Rebuilt, &p).is_empty(), "a replay of version 10");
+    assert!(h.observe(&at(11, true), t(3), Source::Rebuilt, &p).is_empty());
+    // News still counts: ready and started both flip back.
+    assert_eq!(h.observe(&at(12, false), t(4), Source::Live, &p), [Change::Flip, Change::Flip]);
+    assert_eq!(h.containers[0].ready.iter().map(|f| f.value).collect::<Vec<_>>(), [true, false]);
 }
