@@ -1,6 +1,7 @@
 //! podlife: records every pod's life and drives the real kubelet's probes.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod cli;
 pub mod crd;
 pub mod harness;

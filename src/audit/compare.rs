@@ -1,0 +1,314 @@
+//! Compares one report with the reference and names every difference.
+//!
+//! What counts, per pod:
+//! - **lost**: the reference saw it, the report does not have it (a phase, a condition change,
+//!   a container state, a ready or started flip, a run's termination, a restart, an event);
+//! - **duplicated**: the report has it twice, or has what the reference never saw;
+//! - **mis-measured**: both have it but the report's measurement differs: a restart's gap,
+//!   its step on the back-off curve, a termination's exit code or finish, a condition's
+//!   transition time, an event counted higher than it happened.
+//!
+//! Entries the report dropped on purpose (its rings and byte budget, counted in `truncated`)
+//! would be "lost" too; the chaos workload stays far below those bounds, and a truncated
+//! report is named as such rather than excused.
+
+use jiff::Timestamp;
+
+use super::reference::{ContainerReference, PodReference};
+use crate::lifecycle::history::{ContainerHistory, PodHistory};
+use crate::lifecycle::snapshot::ContainerState;
+
+/// What kind of entry differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Category {
+    Phase,
+    Condition,
+    ContainerState,
+    Flip,
+    Termination,
+    Restart,
+    Event,
+}
+
+/// How it differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kind {
+    Lost,
+    Duplicated,
+    MisMeasured,
+}
+
+/// One difference, with when it happened (for attributing it to a fault) and what it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finding {
+    pub kind: Kind,
+    pub category: Category,
+    pub at: Timestamp,
+    pub detail: String,
+}
+
+/// The comparison of one pod: every transition the reference saw, and every difference.
+#[derive(Debug, Clone, Default)]
+pub struct PodAudit {
+    pub observed: Vec<(Category, Timestamp)>,
+    pub findings: Vec<Finding>,
+    /// The report dropped entries to its bounds; its losses may be on purpose.
+    pub truncated: bool,
+}
+
+impl PodAudit {
+    fn find(&mut self, kind: Kind, category: Category, at: Timestamp, detail: String) {
+        self.findings.push(Finding { kind, category, at, detail });
+    }
+}
+
+/// Longest common subsequence: the matched pairs (index in `a`, index in `b`).
+fn lcs<A, B>(a: &[A], b: &[B], eq: impl Fn(&A, &B) -> bool) -> Vec<(usize, usize)> {
+    let (n, m) = (a.len(), b.len());
+    let mut t = vec![vec![0u32; m + 1]; n + 1];
+    for i in (0..n).rev() {
+        for j in (0..m).rev() {
+            t[i][j] = if eq(&a[i], &b[j]) { t[i + 1][j + 1] + 1 } else { t[i + 1][j].max(t[i][j + 1]) };
+        }
+    }
+    let mut pairs = Vec::new();
+    let (mut i, mut j) = (0, 0);
+    while i < n && j < m {
+        if eq(&a[i], &b[j]) {
+            pairs.push((i, j));
+            i += 1;
+            j += 1;
+        } else if t[i + 1][j] >= t[i][j + 1] {
+            i += 1;
+        } else {
+            j += 1;
+        }
+    }
+    pairs
+}
+
+/// One entry of a sequence: what must match, when it happened, and how to name it.
+struct Item<K> {
+    key: K,
+    at: Timestamp,
+    label: String,
+}
+
+fn item<K>(key: K, at: Timestamp, label: String) -> Item<K> {
+    Item { key, at, label }
+}
+
+/// Compares sequences: unmatched reference items are lost, unmatched report items duplicated.
+fn sequence<K: PartialEq>(audit: &mut PodAudit, category: Category, reference: &[Item<K>], report: &[Item<K>]) -> Vec<(usize, usize)> {
+    let pairs = lcs(reference, report, |a, b| a.key == b.key);
+    for (i, r) in reference.iter().enumerate() {
+        audit.observed.push((category, r.at));
+        if !pairs.iter().any(|(a, _)| *a == i) {
+            audit.find(Kind::Lost, category, r.at, r.label.clone());
+        }
+    }
+    for (j, r) in report.iter().enumerate() {
+        if !pairs.iter().any(|(_, b)| *b == j) {
+            audit.find(Kind::Duplicated, category, r.at, r.label.clone());
+        }
+    }
+    pairs
+}
+
+fn state_key_of(state: &ContainerState, restart_count: i32) -> super::reference::StateKey {
+    match state {
+        ContainerState::Waiting { reason, .. } => {
+            super::reference::StateKey { kind: 0, reason: reason.clone(), started_at: None, finished_at: None, restart_count }
+        }
+        ContainerState::Running { started_at } => {
+            super::reference::StateKey { kind: 1, reason: None, started_at: *started_at, finished_at: None, restart_count }
+        }
+        ContainerState::Terminated(t) => super::reference::StateKey {
+            kind: 2,
+            reason: t.reason.clone(),
+            started_at: t.started_at,
+            finished_at: t.finished_at,
+            restart_count,
+        },
+    }
+}
+
+fn seconds(from: Timestamp, to: Timestamp) -> f64 {
+    to.duration_since(from).as_secs_f64()
+}
+
+fn container(audit: &mut PodAudit, name: &str, r: &ContainerReference, h: Option<&ContainerHistory>, reset_after: f64) {
+    let empty = ContainerHistory::new(name, crate::lifecycle::snapshot::ContainerKind::App);
+    let h = h.unwrap_or(&empty);
+    // States: the set of distinct states, each once.
+    let report_states: Vec<_> = h.states.iter().map(|s| (state_key_of(&s.state, s.restart_count), s.at)).collect();
+    for (key, at) in &r.states {
+        audit.observed.push((Category::ContainerState, *at));
+        if !report_states.iter().any(|(k, _)| k == key) {
+            audit.find(Kind::Lost, Category::ContainerState, *at, format!("{name}: state {key:?}"));
+        }
+    }
+    for (i, (key, at)) in report_states.iter().enumerate() {
+        let repeated = report_states[..i].iter().any(|(k, _)| k == key);
+        if repeated || !r.states.iter().any(|(k, _)| k == key) {
+            audit.find(Kind::Duplicated, Category::ContainerState, *at, format!("{name}: state {key:?}"));
+        }
+    }
+    // Ready and started flips: the same sequence.
+    for (which, reference, report) in [("ready", &r.ready, &h.ready), ("started", &r.started, &h.started)] {
+        let reference: Vec<_> = reference.iter().map(|(v, at)| item(*v, *at, format!("{name}: {which} -> {v}"))).collect();
+        let report: Vec<_> = report.iter().map(|f| item(f.value, f.at, format!("{name}: {which} -> {}", f.value))).collect();
+        sequence(audit, Category::Flip, &reference, &report);
+    }
+    // Terminations, by container id.
+    for (id, run) in r.runs.iter().filter(|(_, run)| run.finished_at.is_some()) {
+        let at = run.finished_at.unwrap_or(run.seen_at);
+        audit.observed.push((Category::Termination, at));
+        let recorded: Vec<_> = h.terminations.iter().filter(|t| t.termination.container_id.as_deref() == Some(id.as_str())).collect();
+        match recorded.as_slice() {
+            [] => audit.find(Kind::Lost, Category::Termination, at, format!("{name}: run {id} exit {:?}", run.exit_code)),
+            [t] => {
+                if Some(t.termination.exit_code) != run.exit_code || t.termination.finished_at != run.finished_at {
+                    audit.find(
+                        Kind::MisMeasured,
+                        Category::Termination,
+                        at,
+                        format!("{name}: run {id}: recorded {t:?}, reference {run:?}"),
+                    );
+                } else if run.number.is_some_and(|n| n != t.run) {
+                    audit.find(
+                        Kind::MisMeasured,
+                        Category::Termination,
+                        at,
+                        format!("{name}: run {id} recorded as run {} not {:?}", t.run, run.number),
+                    );
+                }
+            }
+            more => audit.find(Kind::Duplicated, Category::Termination, at, format!("{name}: run {id} recorded {} times", more.len())),
+        }
+    }
+    for t in &h.terminations {
+        let known = t.termination.container_id.as_ref().is_some_and(|id| r.runs.contains_key(id));
+        if !known {
+            let at = t.termination.finished_at.unwrap_or_default();
+            audit.find(Kind::Duplicated, Category::Termination, at, format!("{name}: termination the reference never saw: {t:?}"));
+        }
+    }
+    // Restarts 1..=restartCount: present once each, measured as the reference measures them.
+    let mut step = 0u32;
+    for number in 1..=r.restart_count {
+        let gap = r.restart_gap(number);
+        let at = gap.map_or_else(Timestamp::now, |(_, started)| started);
+        audit.observed.push((Category::Restart, at));
+        // The reference's own curve step: one more per restart, back to 1 after a long run.
+        let previous_ran =
+            r.runs.values().find(|run| run.number == Some(number - 1)).and_then(|run| Some(seconds(run.started_at?, run.finished_at?)));
+        step = if previous_ran.is_some_and(|s| s > reset_after) { 1 } else { step + 1 };
+        let recorded: Vec<_> = h.restarts.iter().filter(|x| x.number == number).collect();
+        match recorded.as_slice() {
+            [] => audit.find(Kind::Lost, Category::Restart, at, format!("{name}: restart #{number}")),
+            [x] => {
+                let expected = gap.map(|(f, s)| seconds(f, s));
+                if expected.is_some() && x.measured_seconds != expected {
+                    audit.find(
+                        Kind::MisMeasured,
+                        Category::Restart,
+                        at,
+                        format!("{name}: restart #{number} measured {:?}, reference {expected:?}", x.measured_seconds),
+                    );
+                } else if x.backoff_step != step {
+                    audit.find(
+                        Kind::MisMeasured,
+                        Category::Restart,
+                        at,
+                        format!("{name}: restart #{number} at curve step {}, reference {step}", x.backoff_step),
+                    );
+                }
+            }
+            more => audit.find(Kind::Duplicated, Category::Restart, at, format!("{name}: restart #{number} recorded {} times", more.len())),
+        }
+    }
+    for x in h.restarts.iter().filter(|x| x.number > r.restart_count || x.number < 1) {
+        audit.find(
+            Kind::Duplicated,
+            Category::Restart,
+            x.started_at.unwrap_or_default(),
+            format!("{name}: restart #{} the reference never saw", x.number),
+        );
+    }
+}
+
+/// Compares a report with the reference of the same pod.
+#[must_use]
+pub fn audit_pod(reference: &PodReference, report: &PodHistory, reset_after_seconds: f64) -> PodAudit {
+    let mut audit = PodAudit { truncated: report.truncated.total() > 0, ..PodAudit::default() };
+    let reference_phases: Vec<_> = reference.phases.iter().map(|(p, at)| item(p.clone(), *at, format!("phase {p}"))).collect();
+    let report_phases: Vec<_> =
+        report.phases.iter().map(|p| item(p.phase.as_str().to_string(), p.at, format!("phase {}", p.phase.as_str()))).collect();
+    sequence(&mut audit, Category::Phase, &reference_phases, &report_phases);
+    let mut types: Vec<&str> = reference.conditions.iter().map(|c| c.type_.as_str()).collect();
+    types.sort_unstable();
+    types.dedup();
+    for type_ in types {
+        let changes: Vec<_> = reference.conditions.iter().filter(|c| c.type_ == type_).collect();
+        let reference_items: Vec<_> = changes
+            .iter()
+            .map(|c| item((c.status.clone(), c.reason.clone(), c.message.clone()), c.seen_at, format!("{type_} {}", c.status)))
+            .collect();
+        let recorded: Vec<_> = report.conditions.iter().filter(|c| c.type_ == type_).collect();
+        let report_items: Vec<_> = recorded
+            .iter()
+            .map(|c| item((c.status.clone(), c.reason.clone(), c.message.clone()), c.at, format!("{type_} {}", c.status)))
+            .collect();
+        for (i, j) in sequence(&mut audit, Category::Condition, &reference_items, &report_items) {
+            let (r, got) = (changes[i], recorded[j].at);
+            if let Some(want) = r.last_transition
+                && want != got
+            {
+                audit.find(Kind::MisMeasured, Category::Condition, r.seen_at, format!("{type_} {} at {got}, reference {want}", r.status));
+            }
+        }
+    }
+    for (name, c) in &reference.containers {
+        container(&mut audit, name, c, report.containers.iter().find(|h| &h.name == name), reset_after_seconds);
+    }
+    // Events: each once, never counted higher than it happened.
+    for (uid, e) in &reference.events {
+        audit.observed.push((Category::Event, e.seen_at));
+        let recorded: Vec<_> = report.events.iter().filter(|r| &r.uid == uid).collect();
+        match recorded.as_slice() {
+            [] => audit.find(Kind::Lost, Category::Event, e.seen_at, format!("event {} {}", e.reason, e.message)),
+            [r] if r.count > e.count => {
+                audit.find(
+                    Kind::MisMeasured,
+                    Category::Event,
+                    e.seen_at,
+                    format!("event {} counted {} times, happened {}", e.reason, r.count, e.count),
+                );
+            }
+            [_] => {}
+            more => audit.find(Kind::Duplicated, Category::Event, e.seen_at, format!("event {} recorded {} times", e.reason, more.len())),
+        }
+    }
+    for r in report.events.iter().filter(|r| !reference.events.contains_key(&r.uid)) {
+        audit.find(
+            Kind::Duplicated,
+            Category::Event,
+            r.last_seen.unwrap_or_default(),
+            format!("event {} the reference never saw", r.reason),
+        );
+    }
+    // A probe kill per Killing event that blamed a probe, never more.
+    let killings =
+        reference.events.values().filter(|e| e.reason == "Killing" && e.message.contains("failed") && e.message.contains("probe")).count();
+    let kills: usize = report.containers.iter().map(|c| c.probe_kills.len()).sum();
+    if kills > killings {
+        audit.find(
+            Kind::Duplicated,
+            Category::Event,
+            Timestamp::now(),
+            format!("{kills} probe kills recorded for {killings} Killing events"),
+        );
+    }
+    audit
+}

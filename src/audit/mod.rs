@@ -1,0 +1,110 @@
+//! Audits reports against an independent recording of the same pods: the chaos suite's
+//! judge (`tests/chaos`).
+//!
+//! # Expected flow
+//! 1. A watcher of its own feeds every Pod and Event it sees into a [`Reference`].
+//! 2. [`audit_pod`] compares a pod's `PodLifecycle` status with its reference and names each
+//!    lost, duplicated or mis-measured entry, with when it happened.
+//!
+//! # Guarantees
+//! - The reference is built from the raw Kubernetes objects, not through the lifecycle model.
+//! - Pure: no I/O, no clock except for entries whose time the reference cannot know.
+
+pub mod compare;
+pub mod reference;
+
+pub use compare::{Category, Finding, Kind, PodAudit, audit_pod};
+pub use reference::{PodReference, Reference};
+
+#[cfg(test)]
+mod tests {
+    use jiff::Timestamp;
+    use k8s_openapi::api::core::v1::{Event, Pod};
+
+    use super::*;
+    use crate::lifecycle::{BackoffProfile, EventSnapshot, PodHistory, PodSnapshot, Source};
+
+    /// Feeds a recording from the real kubelet (e2e/record-fixture) to both the reference and
+    /// the model, as an operator that missed nothing would see it.
+    fn both(jsonl: &str) -> (PodReference, PodHistory) {
+        let mut lines: Vec<serde_json::Value> =
+            jsonl.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect();
+        lines.sort_by(|a, b| a["observedAt"].as_str().cmp(&b["observedAt"].as_str()));
+        let mut reference = Reference::default();
+        let mut history: Option<PodHistory> = None;
+        let mut early = Vec::new();
+        for line in &lines {
+            let at: Timestamp = line["observedAt"].as_str().unwrap().parse().unwrap();
+            if line["kind"] == "pod" {
+                let pod: Pod = serde_json::from_value(line["object"].clone()).unwrap();
+                reference.observe_pod(&pod, at, line["type"] == "DELETED");
+                let snap = PodSnapshot::from_pod(&pod);
+                let h = history.get_or_insert_with(|| PodHistory::new(&snap.name, &snap.uid));
+                h.observe(&snap, at, Source::Live, &BackoffProfile::default());
+                for e in early.drain(..) {
+                    h.observe_event(&e);
+                }
+            } else {
+                let event: Event = serde_json::from_value(line["object"].clone()).unwrap();
+                reference.observe_event(&event, at);
+                let e = EventSnapshot::from_event(&event).unwrap();
+                match history.as_mut() {
+                    Some(h) => _ = h.observe_event(&e),
+                    None => early.push(e),
+                }
+            }
+        }
+        (reference.pods.into_values().next().unwrap(), history.unwrap())
+    }
+
+    fn kinds(audit: &PodAudit) -> Vec<(Kind, Category)> {
+        audit.findings.iter().map(|f| (f.kind, f.category)).collect()
+    }
+
+    #[test]
+    fn a_report_that_missed_nothing_matches_the_reference() {
+        for fixture in [include_str!("../../tests/fixtures/crashloop.jsonl"), include_str!("../../tests/fixtures/liveness.jsonl")] {
+            let (reference, report) = both(fixture);
+            let audit = audit_pod(&reference, &report, 600.0);
+            assert!(audit.findings.is_empty(), "{:#?}", audit.findings);
+            let restarts = audit.observed.iter().filter(|(c, _)| *c == Category::Restart).count();
+            assert!(restarts >= 2 && audit.observed.len() > 20, "{} observed, {restarts} restarts", audit.observed.len());
+        }
+    }
+
+    #[test]
+    fn a_lost_restart_a_duplicated_termination_and_a_wrong_gap_are_each_named() {
+        let (reference, report) = both(include_str!("../../tests/fixtures/crashloop.jsonl"));
+        let mut lost = report.clone();
+        lost.containers[0].restarts.remove(1);
+        assert_eq!(kinds(&audit_pod(&reference, &lost, 600.0)), [(Kind::Lost, Category::Restart)]);
+        let mut twice = report.clone();
+        let copy = twice.containers[0].terminations[0].clone();
+        twice.containers[0].terminations.push_back(copy);
+        assert_eq!(kinds(&audit_pod(&reference, &twice, 600.0)), [(Kind::Duplicated, Category::Termination)]);
+        let mut wrong = report.clone();
+        wrong.containers[0].restarts[2].measured_seconds = Some(99.0);
+        assert_eq!(kinds(&audit_pod(&reference, &wrong, 600.0)), [(Kind::MisMeasured, Category::Restart)]);
+        let mut step = report.clone();
+        step.containers[0].restarts[3].backoff_step += 1;
+        assert_eq!(kinds(&audit_pod(&reference, &step, 600.0)), [(Kind::MisMeasured, Category::Restart)]);
+    }
+
+    #[test]
+    fn lost_flips_phases_and_replayed_events_are_named() {
+        let (reference, report) = both(include_str!("../../tests/fixtures/liveness.jsonl"));
+        let mut flips = report.clone();
+        flips.containers[0].ready.pop_front();
+        assert!(kinds(&audit_pod(&reference, &flips, 600.0)).contains(&(Kind::Lost, Category::Flip)));
+        let mut phase = report.clone();
+        phase.phases.pop_front();
+        assert_eq!(kinds(&audit_pod(&reference, &phase, 600.0)), [(Kind::Lost, Category::Phase)]);
+        let mut replayed = report.clone();
+        let again = replayed.events[0].clone();
+        replayed.events.push_back(again);
+        assert_eq!(kinds(&audit_pod(&reference, &replayed, 600.0)), [(Kind::Duplicated, Category::Event)]);
+        let mut state = report.clone();
+        state.containers[0].states.pop_back();
+        assert_eq!(kinds(&audit_pod(&reference, &state, 600.0)), [(Kind::Lost, Category::ContainerState)]);
+    }
+}
