@@ -47,9 +47,23 @@ struct Args {
     lease_namespace: String,
     #[arg(long, env = "PODLIFE_LEASE_NAME", default_value = "podlife-operator")]
     lease_name: String,
-    /// This replica's identity in the lease (the pod name in a cluster).
-    #[arg(long, env = "POD_NAME")]
+    /// This replica's identity in the lease; must be unique per replica (the chart passes the
+    /// pod name). Required with --leader-elect.
+    #[arg(long, env = "POD_NAME", required_if_eq("leader_elect", "true"))]
     identity: Option<String>,
+    /// Seconds without a renewal before a held lease may be taken over.
+    #[arg(long, env = "PODLIFE_LEASE_DURATION", default_value = "15s", value_parser = parse_dur)]
+    lease_duration: Duration,
+    /// The leader stops writing when no renewal has succeeded for this long (shorter than the
+    /// lease duration).
+    #[arg(long, env = "PODLIFE_RENEW_DEADLINE", default_value = "10s", value_parser = parse_dur)]
+    renew_deadline: Duration,
+    /// How often a standby tries for the lease and the leader renews it.
+    #[arg(long, env = "PODLIFE_RETRY_PERIOD", default_value = "2s", value_parser = parse_dur)]
+    retry_period: Duration,
+    /// /readyz turns false once a watch has been failing for this long.
+    #[arg(long, env = "PODLIFE_WATCH_STALE_AFTER", default_value = "60s", value_parser = parse_dur)]
+    watch_stale_after: Duration,
     /// Also run ProbeExperiments (needs RBAC to create and delete pods and use pods/proxy).
     #[arg(long, env = "PODLIFE_EXPERIMENTS")]
     experiments: bool,
@@ -85,7 +99,6 @@ async fn main() -> anyhow::Result<()> {
         profile.max_seconds = max;
         profile.reset_after_seconds = 2.0 * max;
     }
-    let identity = args.identity.unwrap_or_else(|| format!("podlife-operator-{}", std::process::id()));
     let config = OperatorConfig {
         selection,
         profile,
@@ -93,13 +106,15 @@ async fn main() -> anyhow::Result<()> {
         deleted_ttl: args.deleted_ttl,
         budget_bytes: args.budget_bytes,
         listen: args.listen,
+        watch_stale_after: args.watch_stale_after,
         experiments_target_image: args.experiments.then_some(args.target_image),
         lease: args.leader_elect.then(|| LeaseConfig {
             namespace: args.lease_namespace,
             name: args.lease_name,
-            identity,
-            lease_duration: Duration::from_secs(15),
-            renew_every: Duration::from_secs(5),
+            identity: args.identity.unwrap_or_default(),
+            lease_duration: args.lease_duration,
+            renew_deadline: args.renew_deadline,
+            retry_period: args.retry_period,
         }),
     };
     let client = kube::Client::try_default().await?;

@@ -282,7 +282,7 @@ async fn observe(
             Subject::Pod { name, .. } => format!("involvedObject.name={name},involvedObject.kind=Pod"),
             Subject::Job { .. } => "involvedObject.kind=Pod".to_string(),
         };
-        let stream = watcher(events, watcher::Config::default().fields(&fields)).default_backoff().touched_objects();
+        let stream = crate::operator::events_in_order(watcher(events, watcher::Config::default().fields(&fields)).default_backoff());
         tokio::spawn(keep_watching(stream, "experiment events", move |e: Event| lock(&histories).observe_event(&e)))
     };
 

@@ -1,18 +1,19 @@
-//! `/healthz` (the process runs), `/readyz` (the first pod list is in, or this replica is a
-//! standby waiting for the lease) and `/metrics`.
+//! `/healthz` (the process runs), `/readyz` (the first pod lists are in and no watch has been
+//! failing for longer than `--watch-stale-after`, or this replica is a standby waiting for the
+//! lease) and `/metrics`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use axum::Router;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 
-use super::{Error, Metrics, Result};
+use super::{Error, Metrics, Result, WatchHealth};
 
-pub async fn spawn(addr: SocketAddr, metrics: Arc<Metrics>, ready: Arc<AtomicBool>) -> Result<()> {
+pub async fn spawn(addr: SocketAddr, metrics: Arc<Metrics>, health: Arc<WatchHealth>) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| Error::Listen { addr, source })?;
     tracing::info!(addr = %listener.local_addr().unwrap_or(addr), "serving /healthz, /readyz, /metrics");
     let router = Router::new()
@@ -20,8 +21,16 @@ pub async fn spawn(addr: SocketAddr, metrics: Arc<Metrics>, ready: Arc<AtomicBoo
         .route(
             "/readyz",
             get(move || {
-                let ready = ready.load(Ordering::SeqCst);
-                async move { if ready { (StatusCode::OK, "ready\n") } else { (StatusCode::SERVICE_UNAVAILABLE, "syncing\n") } }
+                let now = Instant::now();
+                let stale = health.stale(now);
+                let body = if health.ready(now) {
+                    (StatusCode::OK, "ready\n".to_string())
+                } else if stale.is_empty() {
+                    (StatusCode::SERVICE_UNAVAILABLE, "syncing\n".to_string())
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, format!("watch failing: {}\n", stale.join(", ")))
+                };
+                async move { body }
             }),
         )
         .route(

@@ -20,6 +20,16 @@ pub struct OutcomeLabels {
     pub outcome: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WatchLabels {
+    pub watch: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
 #[derive(Debug)]
 pub struct Metrics {
     pub registry: Registry,
@@ -29,6 +39,15 @@ pub struct Metrics {
     pub write_latency: Histogram,
     pub queue_depth: Gauge,
     pub tracked_pods: Gauge,
+    pub watch_errors: Family<WatchLabels, Counter>,
+    pub watch_stale: Family<WatchLabels, Gauge>,
+    pub pending_events: Gauge,
+    pending_events_dropped: Family<ReasonLabels, Counter>,
+    pub events_ignored: Counter,
+    pub leader: Gauge,
+    pub lease_transitions: Family<OutcomeLabels, Counter>,
+    pub reports_unreadable: Counter,
+    catch_ups: Family<OutcomeLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -48,6 +67,15 @@ impl Metrics {
         let write_latency = Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.001, 2.0, 14));
         let queue_depth = Gauge::default();
         let tracked_pods = Gauge::default();
+        let watch_errors = Family::<WatchLabels, Counter>::default();
+        let watch_stale = Family::<WatchLabels, Gauge>::default();
+        let pending_events = Gauge::default();
+        let pending_events_dropped = Family::<ReasonLabels, Counter>::default();
+        let events_ignored = Counter::default();
+        let leader = Gauge::default();
+        let lease_transitions = Family::<OutcomeLabels, Counter>::default();
+        let reports_unreadable = Counter::default();
+        let catch_ups = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "transitions",
             "Transitions recorded into reports, by kind and whether seen live or rebuilt",
@@ -62,7 +90,45 @@ impl Metrics {
         registry.register("report_write_latency_seconds", "Latency of one report write", write_latency.clone());
         registry.register("write_queue_depth", "Reports with changes found at the last write window", queue_depth.clone());
         registry.register("tracked_pods", "Pods with a history in memory", tracked_pods.clone());
-        Metrics { registry, transitions, writes, restart_delay, write_latency, queue_depth, tracked_pods }
+        registry.register("watch_errors", "Errors yielded by a watch (each is retried with a back-off)", watch_errors.clone());
+        registry.register("watch_stale", "1 while a watch has been failing for longer than --watch-stale-after", watch_stale.clone());
+        registry.register("pending_event_bytes", "Bytes of events waiting for their pod to be seen", pending_events.clone());
+        registry.register(
+            "pending_events_dropped",
+            "Events dropped while waiting for their pod: untracked (never showed up) or full",
+            pending_events_dropped.clone(),
+        );
+        registry.register("events_ignored", "Events already folded in (replays after a relist or restart)", events_ignored.clone());
+        registry.register("leader", "1 while this replica holds the leader lease (or runs without election)", leader.clone());
+        registry.register("lease_transitions", "Leadership gained and lost, by outcome", lease_transitions.clone());
+        registry.register(
+            "reports_unreadable",
+            "Stored reports skipped at start because they could not be read",
+            reports_unreadable.clone(),
+        );
+        registry.register(
+            "watch_catch_ups",
+            "Pod watches resumed from the last written position before a relist, by outcome (replayed, expired, failed)",
+            catch_ups.clone(),
+        );
+        Metrics {
+            registry,
+            transitions,
+            writes,
+            restart_delay,
+            write_latency,
+            queue_depth,
+            tracked_pods,
+            watch_errors,
+            watch_stale,
+            pending_events,
+            pending_events_dropped,
+            events_ignored,
+            leader,
+            lease_transitions,
+            reports_unreadable,
+            catch_ups,
+        }
     }
 
     pub fn transition(&self, kind: &str, source: Source) {
@@ -71,6 +137,22 @@ impl Metrics {
             Source::Rebuilt => "rebuilt",
         };
         self.transitions.get_or_create(&TransitionLabels { kind: kind.to_string(), source: source.to_string() }).inc();
+    }
+
+    pub fn pending_dropped(&self, reason: &str, events: usize) {
+        self.pending_events_dropped.get_or_create(&ReasonLabels { reason: reason.to_string() }).inc_by(events as u64);
+    }
+
+    pub fn write(&self, outcome: &str) {
+        self.writes.get_or_create(&OutcomeLabels { outcome: outcome.to_string() }).inc();
+    }
+
+    pub fn catch_up(&self, outcome: &str) {
+        self.catch_ups.get_or_create(&OutcomeLabels { outcome: outcome.to_string() }).inc();
+    }
+
+    pub fn lease(&self, outcome: &str) {
+        self.lease_transitions.get_or_create(&OutcomeLabels { outcome: outcome.to_string() }).inc();
     }
 
     #[must_use]

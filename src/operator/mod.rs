@@ -2,39 +2,50 @@
 //! writes each tracked pod's history into its `PodLifecycle` report.
 //!
 //! # Expected flow
-//! 1. (With leader election) wait for the Lease.
-//! 2. List the existing reports, so histories continue where they stopped.
-//! 3. Watch pods (by selection) and pod events; every observation goes into the model.
-//! 4. Every write window, apply the status of each changed report (server-side apply).
+//! 1. With leader election: wait as a standby until this replica holds the Lease.
+//! 2. Read the existing reports page by page, so histories continue where they stopped.
+//! 3. List and watch pods (by selection); once every pod list is in, watch their events.
+//! 4. Every write window, apply the status of each changed report (server-side apply), while
+//!    the lease's fence is open.
+//! 5. On losing the lease, stop writing at once, drop everything and become a standby again.
 //!
 //! # Guarantees
 //! - At most one write per pod per window, whatever the churn.
-//! - After a restart, a watch expiry (410) or an apiserver restart, histories are rebuilt
-//!   from the reports and the pods' status; rebuilt entries are marked and none duplicated.
-//! - A deleted pod's report stays for the configured TTL, then is removed.
+//! - After a restart, a watch expiry (410), an apiserver restart or a fail-over, histories
+//!   resume from the reports and the pods' status; rebuilt entries are marked and nothing is
+//!   recorded twice (events are de-duplicated by resourceVersion, runs by container id).
+//! - A relist judges only its own scope (one namespace, or the cluster).
+//! - A deleted pod's report stays for the configured TTL after its stored `deletedAt`.
 
 mod experiment;
+mod health;
 mod http;
 mod leader;
 mod metrics;
 mod store;
 mod writer;
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Event, Pod};
+use kube::api::{DynamicObject, ListParams};
+use kube::core::ApiResource;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, watcher};
 use kube::{Api, Client};
 use tokio::sync::watch;
 
-pub use leader::LeaseConfig;
+pub use health::WatchHealth;
+pub use leader::{ConfigError as LeaseConfigError, LeaseConfig};
 pub use metrics::Metrics;
 use store::Store;
+pub use store::{Scope, parse_report};
 
+use crate::crd::PodLifecycle;
 use crate::lifecycle::BackoffProfile;
 
 /// Errors of the operator's own loops; watch errors are retried with back-off, not returned.
@@ -52,16 +63,11 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("lost the leader lease {0}; exiting so a standby can take over")]
-    LostLease(String),
+    #[error("unsafe leader election settings")]
+    Lease(#[from] leader::ConfigError),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-fn kube_err(context: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
-    let context = context.into();
-    move |source| Error::Kube { context, source }
-}
 
 /// Which pods get a report.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,11 +86,13 @@ pub struct OperatorConfig {
     pub profile: BackoffProfile,
     /// Changes to one pod within this window are written together.
     pub write_window: Duration,
-    /// How long a deleted pod's report is kept.
+    /// How long a deleted pod's report is kept, counted from its stored `deletedAt`.
     pub deleted_ttl: Duration,
     pub budget_bytes: usize,
     pub listen: SocketAddr,
     pub lease: Option<LeaseConfig>,
+    /// `/readyz` turns false once a watch has been failing for this long.
+    pub watch_stale_after: Duration,
     /// Run ProbeExperiments too, with this image for containers that name none.
     pub experiments_target_image: Option<String>,
 }
@@ -99,76 +107,366 @@ impl Default for OperatorConfig {
             budget_bytes: crate::lifecycle::history::DEFAULT_BUDGET_BYTES,
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             lease: None,
+            watch_stale_after: Duration::from_secs(60),
             experiments_target_image: None,
         }
     }
 }
 
-/// Runs the operator until `shutdown` turns true, then flushes pending writes and returns.
-///
-/// # Errors
-/// The health/metrics port cannot be bound, the reports cannot be listed at start, or the
-/// leader lease is lost.
-pub async fn run(client: Client, config: OperatorConfig, mut shutdown: watch::Receiver<bool>) -> Result<()> {
-    let metrics = Arc::new(Metrics::new());
-    let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    http::spawn(config.listen, Arc::clone(&metrics), Arc::clone(&ready)).await?;
-
-    let lease = match &config.lease {
-        Some(lc) => Some(leader::acquire(client.clone(), lc.clone(), &mut shutdown, &ready).await?),
-        None => None,
-    };
-    if *shutdown.borrow() {
-        return Ok(());
-    }
-
-    let store = Arc::new(Store::new(config.clone(), Arc::clone(&metrics)));
-    store.load_reports(&client).await?;
-    let (lost_tx, mut lost_rx) = watch::channel(false);
-    if let Some(lease) = lease.clone() {
-        tokio::spawn(leader::renew(client.clone(), lease, lost_tx));
-    }
-
-    let pods = tokio::spawn(watch_pods(client.clone(), Arc::clone(&store), config.selection.clone(), Arc::clone(&ready)));
-    let events = tokio::spawn(watch_events(client.clone(), Arc::clone(&store), config.selection.clone()));
-    let experiments = config.experiments_target_image.clone().map(|image| {
-        let namespaces = match &config.selection {
-            Selection::Namespaces(nss) => nss.clone(),
-            _ => Vec::new(),
-        };
-        tokio::spawn(experiment::run_experiments(client.clone(), namespaces, image, config.profile))
-    });
-    let mut writes = tokio::time::interval(config.write_window);
-    let mut janitor = tokio::time::interval(Duration::from_secs(10).min(config.deleted_ttl));
-    let outcome = loop {
-        tokio::select! {
-            _ = writes.tick() => writer::flush(&client, &store).await,
-            _ = janitor.tick() => writer::expire_deleted(&client, &store).await,
-            _ = shutdown.changed() => if *shutdown.borrow() { break Ok(()) },
-            _ = lost_rx.changed() => if *lost_rx.borrow() {
-                break Err(Error::LostLease(config.lease.as_ref().map(|l| l.name.clone()).unwrap_or_default()));
-            },
-        }
-    };
-    pods.abort();
-    events.abort();
-    if let Some(e) = experiments {
-        e.abort();
-    }
-    tracing::info!("shutting down: writing pending reports");
-    writer::flush(&client, &store).await;
-    if let Some(lease) = lease {
-        leader::release(&client, &lease).await;
-    }
-    outcome
+/// How a term of leadership (or the one term without election) ended.
+enum TermEnd {
+    Shutdown,
+    LostLease,
 }
 
-fn pod_apis(client: &Client, selection: &Selection) -> Vec<(Api<Pod>, watcher::Config)> {
-    match selection {
-        Selection::Labelled(sel) => vec![(Api::all(client.clone()), watcher::Config::default().labels(sel))],
-        Selection::All => vec![(Api::all(client.clone()), watcher::Config::default())],
-        Selection::Namespaces(nss) => nss.iter().map(|ns| (Api::namespaced(client.clone(), ns), watcher::Config::default())).collect(),
+/// Runs the operator until `shutdown` turns true, then flushes pending writes, releases the
+/// lease if it holds it, and returns. A lost lease sends it back to standby, not out.
+///
+/// # Errors
+/// The health/metrics port cannot be bound, or the leader election settings are unsafe.
+pub async fn run(client: Client, config: OperatorConfig, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+    if let Some(lc) = &config.lease {
+        lc.validate()?;
     }
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(WatchHealth::new(config.watch_stale_after));
+    http::spawn(config.listen, Arc::clone(&metrics), Arc::clone(&health)).await?;
+    let mut candidate = config.lease.clone().map(|lc| leader::Candidate::new(client.clone(), lc));
+    loop {
+        let fence = match candidate.as_mut() {
+            Some(c) => {
+                // A standby is ready: it must not hold up a rolling update.
+                health.set_synced(true);
+                if !wait_for_lease(c, &metrics, &mut shutdown).await {
+                    return Ok(());
+                }
+                Some(Arc::new(leader::Fence::new(c.config().renew_deadline)))
+            }
+            None => None,
+        };
+        health.set_synced(false);
+        metrics.leader.set(1);
+        let end = match (candidate.as_mut(), fence) {
+            (Some(c), Some(fence)) => {
+                fence.renewed(Instant::now());
+                let (lost_tx, lost_rx) = watch::channel(false);
+                let (stop_tx, stop_rx) = watch::channel(false);
+                let term = Term { client: &client, config: &config, metrics: &metrics, health: &health, fence: Some(&fence) };
+                // Both run to their end: the term stops on a lost lease, the renewals when the
+                // term is over. Cancelling the term midway would leave its watchers running.
+                let leading = async {
+                    let end = term.lead(&mut shutdown, lost_rx).await;
+                    let _ = stop_tx.send(true);
+                    end
+                };
+                tokio::join!(leading, keep_renewing(c, &fence, &metrics, lost_tx, stop_rx)).0
+            }
+            _ => {
+                let term = Term { client: &client, config: &config, metrics: &metrics, health: &health, fence: None };
+                // Without election the lease can never be lost: the sender stays alive.
+                let (_never_lost, not_lost) = watch::channel(false);
+                term.lead(&mut shutdown, not_lost).await
+            }
+        };
+        metrics.leader.set(0);
+        match end {
+            TermEnd::Shutdown => {
+                if let Some(c) = candidate.as_mut() {
+                    c.release().await;
+                }
+                return Ok(());
+            }
+            TermEnd::LostLease => {
+                metrics.lease("lost");
+                tracing::warn!("lost the leader lease: stopped writing; back to standby");
+            }
+        }
+    }
+}
+
+/// Tries for the lease every retry period until it is held (true) or shutdown (false).
+async fn wait_for_lease(c: &mut leader::Candidate, metrics: &Metrics, shutdown: &mut watch::Receiver<bool>) -> bool {
+    let retry = c.config().retry_period;
+    loop {
+        match c.try_acquire_or_renew().await {
+            Ok(leader::Round::Held { .. }) => {
+                tracing::info!(lease = %c.config().name, identity = %c.config().identity, "became leader");
+                metrics.lease("acquired");
+                return true;
+            }
+            Ok(leader::Round::Elsewhere { holder }) => tracing::debug!(%holder, "standby: lease held elsewhere"),
+            Ok(leader::Round::Conflict) => tracing::debug!("standby: another replica wrote the lease first"),
+            Err(e) => tracing::warn!(error = %e, "lease check failed"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(retry) => {}
+            _ = shutdown.changed() => if *shutdown.borrow() { return false },
+        }
+    }
+}
+
+/// Renews every retry period; returns (closing the fence) when another replica holds the lease
+/// or no renewal has succeeded within the renew deadline.
+async fn keep_renewing(
+    c: &mut leader::Candidate,
+    fence: &leader::Fence,
+    metrics: &Metrics,
+    lost: watch::Sender<bool>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let retry = c.config().retry_period;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(retry) => {}
+            _ = stop.changed() => return,
+        }
+        // One attempt may take at most a retry period, so the deadline is checked in time.
+        match tokio::time::timeout(retry, c.try_acquire_or_renew()).await {
+            Ok(Ok(leader::Round::Held { sent })) => fence.renewed(sent),
+            Ok(Ok(leader::Round::Elsewhere { holder })) => {
+                tracing::error!(%holder, "the lease was taken over");
+                break;
+            }
+            Ok(Ok(leader::Round::Conflict)) => tracing::warn!("lease renewal conflicted; retrying"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "lease renewal failed; retrying"),
+            Err(_) => tracing::warn!("lease renewal timed out; retrying"),
+        }
+        if !fence.allows(Instant::now()) {
+            tracing::error!("no renewal within the renew deadline");
+            break;
+        }
+    }
+    fence.close();
+    metrics.leader.set(0);
+    let _ = lost.send(true);
+}
+
+/// One term of leading: everything that exists only while this replica writes.
+struct Term<'a> {
+    client: &'a Client,
+    config: &'a OperatorConfig,
+    metrics: &'a Arc<Metrics>,
+    health: &'a Arc<WatchHealth>,
+    fence: Option<&'a Arc<leader::Fence>>,
+}
+
+impl Term<'_> {
+    async fn lead(&self, shutdown: &mut watch::Receiver<bool>, mut lost: watch::Receiver<bool>) -> TermEnd {
+        let store = Arc::new(Store::new(self.config.clone(), Arc::clone(self.metrics)));
+        let load = load_reports(self.client, &store, &self.config.selection);
+        tokio::select! {
+            () = load => {},
+            Ok(()) = shutdown.changed() => return TermEnd::Shutdown,
+            Ok(()) = lost.changed() => return TermEnd::LostLease,
+        }
+        let (synced_tx, synced_rx) = watch::channel(false);
+        let mut tasks = AbortOnDrop(vec![
+            tokio::spawn(watch_pods(
+                self.client.clone(),
+                Arc::clone(&store),
+                self.config.selection.clone(),
+                Arc::clone(self.health),
+                synced_tx,
+            )),
+            tokio::spawn(watch_events(
+                self.client.clone(),
+                Arc::clone(&store),
+                self.config.selection.clone(),
+                Arc::clone(self.health),
+                synced_rx,
+            )),
+        ]);
+        if let Some(image) = self.config.experiments_target_image.clone() {
+            let namespaces = match &self.config.selection {
+                Selection::Namespaces(nss) => nss.clone(),
+                _ => Vec::new(),
+            };
+            tasks.0.push(tokio::spawn(experiment::run_experiments(self.client.clone(), namespaces, image, self.config.profile)));
+        }
+        let fence = self.fence.map(Arc::clone);
+        let write_timeout = self.config.lease.as_ref().map_or(Duration::from_secs(10), LeaseConfig::write_timeout);
+        let mut writer = writer::Writer::new(self.client.clone(), Arc::clone(&store), fence, write_timeout);
+        let mut writes = tokio::time::interval(self.config.write_window);
+        writes.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut janitor = tokio::time::interval(Duration::from_secs(10).min(self.config.deleted_ttl).max(Duration::from_secs(1)));
+        let end = loop {
+            tokio::select! {
+                _ = writes.tick() => {
+                    writer.flush().await;
+                    let stale = self.health.stale(Instant::now());
+                    for watch in ["pods", "events"] {
+                        let gauge = self.metrics.watch_stale.get_or_create(&metrics::WatchLabels { watch: watch.into() });
+                        gauge.set(i64::from(stale.contains(&watch)));
+                    }
+                }
+                _ = janitor.tick() => writer.expire_deleted().await,
+                Ok(()) = shutdown.changed() => if *shutdown.borrow() { break TermEnd::Shutdown },
+                Ok(()) = lost.changed() => if *lost.borrow() { break TermEnd::LostLease },
+            }
+        };
+        drop(tasks);
+        if matches!(end, TermEnd::Shutdown) {
+            tracing::info!("shutting down: writing pending reports");
+            writer.flush().await;
+        }
+        end
+    }
+}
+
+/// A term's tasks, stopped however the term ends.
+struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
+}
+
+/// The watchers' retry back-off: 250 ms doubling to 2 s, with up to as much again of jitter.
+/// Short, so that reports are current within seconds of the apiserver coming back; kube's
+/// default (up to 30 s) would leave them stale for half a minute.
+fn watch_backoff() -> watcher::ExponentialBackoff {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(250))
+        .with_max_delay(Duration::from_secs(2))
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .into()
+}
+
+/// Reads every report of the selection, a page at a time. A report that cannot be read (an
+/// older schema, a hand edit) is skipped, counted and logged; its pod's next write replaces
+/// it. A failing list is retried with a back-off until it succeeds.
+async fn load_reports(client: &Client, store: &Store, selection: &Selection) {
+    let resource = ApiResource::erase::<PodLifecycle>(&());
+    let apis: Vec<Api<DynamicObject>> = match selection {
+        Selection::Namespaces(nss) => nss.iter().map(|ns| Api::namespaced_with(client.clone(), ns, &resource)).collect(),
+        _ => vec![Api::all_with(client.clone(), &resource)],
+    };
+    let mut delay = Duration::from_millis(250);
+    for api in apis {
+        let mut continue_token: Option<String> = None;
+        loop {
+            let mut lp = ListParams::default().limit(500);
+            lp.continue_token.clone_from(&continue_token);
+            let page = match api.list(&lp).await {
+                Ok(page) => page,
+                Err(kube::Error::Api(e)) if e.code == 410 => {
+                    // The continue token expired: start this list over.
+                    continue_token = None;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not list reports; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(4));
+                    continue;
+                }
+            };
+            let mut good = Vec::with_capacity(page.items.len());
+            for object in page.items {
+                let name = format!(
+                    "{}/{}",
+                    object.metadata.namespace.clone().unwrap_or_default(),
+                    object.metadata.name.clone().unwrap_or_default()
+                );
+                match serde_json::to_value(&object).map_err(|e| e.to_string()).and_then(parse_report) {
+                    Ok(report) => good.push(report),
+                    Err(reason) => {
+                        store.metrics.reports_unreadable.inc();
+                        tracing::warn!(report = %name, %reason, "skipping a report that cannot be read; its pod's next write replaces it");
+                    }
+                }
+            }
+            store.add_stored(good);
+            continue_token = page.metadata.continue_.filter(|c| !c.is_empty());
+            if continue_token.is_none() {
+                break;
+            }
+        }
+    }
+    tracing::info!(reports = store.stored_unmatched(), "loaded existing reports");
+}
+
+/// One pod watch: its API, the label selector (if any), and the scope its relists judge.
+struct PodWatch {
+    api: Api<Pod>,
+    labels: Option<String>,
+    scope: Scope,
+}
+
+fn pod_watches(client: &Client, selection: &Selection) -> Vec<PodWatch> {
+    match selection {
+        Selection::Labelled(sel) => vec![PodWatch { api: Api::all(client.clone()), labels: Some(sel.clone()), scope: Scope::Cluster }],
+        Selection::All => vec![PodWatch { api: Api::all(client.clone()), labels: None, scope: Scope::Cluster }],
+        Selection::Namespaces(nss) => nss
+            .iter()
+            .map(|ns| PodWatch { api: Api::namespaced(client.clone(), ns), labels: None, scope: Scope::Namespace(ns.clone()) })
+            .collect(),
+    }
+}
+
+/// How a catch-up ended.
+enum CatchUp {
+    /// Every change from the resume point up to the list was replayed.
+    Done {
+        replayed: usize,
+    },
+    /// The resume point is older than the apiserver's watch history (410): what happened in
+    /// between can only be rebuilt from the list.
+    Expired,
+    Failed(String),
+}
+
+/// Replays a scope's pod changes from `from` up to `until` by watching from `from`: the
+/// apiserver's watch cache keeps at least the last 75 s of changes, so an operator restart,
+/// a fail-over or a short outage loses no intermediate status. Bounded: each round ends
+/// after 2 s, the whole replay after 30 s.
+async fn catch_up(w: &PodWatch, from: u64, until: u64, store: &Store) -> CatchUp {
+    use kube::api::{WatchEvent, WatchParams};
+    let replay = async {
+        let mut position = from;
+        let mut replayed = 0;
+        loop {
+            let mut wp = WatchParams::default().timeout(2);
+            if let Some(labels) = &w.labels {
+                wp = wp.labels(labels);
+            }
+            let mut stream = match w.api.watch(&wp, &position.to_string()).await {
+                Ok(s) => s.boxed(),
+                Err(kube::Error::Api(e)) if e.code == 410 => return CatchUp::Expired,
+                Err(e) => return CatchUp::Failed(e.to_string()),
+            };
+            let mut any = false;
+            while let Some(event) = stream.next().await {
+                let (pod, deleted) = match event {
+                    Ok(WatchEvent::Added(p) | WatchEvent::Modified(p)) => (p, false),
+                    Ok(WatchEvent::Deleted(p)) => (p, true),
+                    Ok(WatchEvent::Bookmark(b)) => {
+                        position = position.max(b.metadata.resource_version.parse().unwrap_or(position));
+                        continue;
+                    }
+                    Ok(WatchEvent::Error(e)) if e.code == 410 => return CatchUp::Expired,
+                    Ok(WatchEvent::Error(e)) => return CatchUp::Failed(e.message.clone()),
+                    Err(e) => return CatchUp::Failed(e.to_string()),
+                };
+                any = true;
+                replayed += 1;
+                position = position.max(pod.metadata.resource_version.as_deref().and_then(|v| v.parse().ok()).unwrap_or(position));
+                store.observe_pod(&pod, crate::lifecycle::Source::Rebuilt, deleted);
+                if position >= until {
+                    return CatchUp::Done { replayed };
+                }
+            }
+            if !any {
+                return CatchUp::Done { replayed };
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), replay).await.unwrap_or_else(|_| CatchUp::Failed("took longer than 30 s".into()))
 }
 
 /// Runs `f` on every item of a watch stream for as long as the stream lasts. A watch error is
@@ -179,49 +477,152 @@ pub(crate) async fn keep_watching<T>(
     what: &'static str,
     mut f: impl FnMut(T),
 ) {
-    stream
-        .for_each(|item| {
-            match item {
-                Ok(x) => f(x),
-                Err(e) => tracing::warn!(error = %e, watch = what, "watch error; retrying"),
-            }
-            futures::future::ready(())
-        })
-        .await;
+    keep_watching_with(stream, what, None, &mut f).await;
 }
 
-async fn watch_pods(client: Client, store: Arc<Store>, selection: Selection, ready: Arc<std::sync::atomic::AtomicBool>) {
-    let apis = pod_apis(&client, &selection);
-    let synced = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let total = apis.len();
-    let streams = apis.into_iter().map(|(api, cfg)| {
-        let store = Arc::clone(&store);
-        let synced = Arc::clone(&synced);
-        let ready = Arc::clone(&ready);
-        let mut seen = std::collections::HashSet::new();
-        keep_watching(watcher(api, cfg).default_backoff(), "pods", move |event| {
-            match event {
-                // A (re)list: what follows is rebuilt state, not live observation.
-                watcher::Event::Init => seen.clear(),
-                watcher::Event::InitApply(pod) => {
-                    seen.insert(pod.metadata.uid.clone().unwrap_or_default());
-                    store.observe_pod(&pod, crate::lifecycle::Source::Rebuilt, false);
+async fn keep_watching_with<T>(
+    stream: impl futures::Stream<Item = Result<T, watcher::Error>>,
+    what: &'static str,
+    health: Option<&WatchHealth>,
+    f: &mut impl FnMut(T),
+) {
+    let mut stream = std::pin::pin!(stream);
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(x) => {
+                if let Some(h) = health {
+                    h.ok(what);
                 }
-                watcher::Event::InitDone => {
-                    store.mark_missing_as_deleted(&seen);
-                    if synced.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 >= total {
-                        ready.store(true, std::sync::atomic::Ordering::SeqCst);
-                    }
-                }
-                watcher::Event::Apply(pod) => store.observe_pod(&pod, crate::lifecycle::Source::Live, false),
-                watcher::Event::Delete(pod) => store.observe_pod(&pod, crate::lifecycle::Source::Live, true),
+                f(x);
             }
-        })
+            Err(e) => {
+                if let Some(h) = health {
+                    h.error(what, Instant::now());
+                }
+                tracing::warn!(error = %e, watch = what, "watch error; retrying");
+            }
+        }
+    }
+}
+
+async fn watch_pods(client: Client, store: Arc<Store>, selection: Selection, health: Arc<WatchHealth>, synced: watch::Sender<bool>) {
+    let watches = pod_watches(&client, &selection);
+    let listed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let total = watches.len();
+    let synced = Arc::new(synced);
+    let streams = watches.into_iter().map(|w| {
+        let (store, health, listed, synced) = (Arc::clone(&store), Arc::clone(&health), Arc::clone(&listed), Arc::clone(&synced));
+        async move {
+            let mut cfg = watcher::Config::default();
+            if let Some(labels) = &w.labels {
+                cfg = cfg.labels(labels);
+            }
+            let mut stream = std::pin::pin!(watcher(w.api.clone(), cfg).backoff(watch_backoff()));
+            // A relist's pods, trimmed, held back while a catch-up replays what came before.
+            let mut relist: Option<Vec<crate::lifecycle::PodSnapshot>> = None;
+            let mut first = true;
+            while let Some(item) = stream.next().await {
+                let event = match item {
+                    Ok(event) => {
+                        health.ok("pods");
+                        event
+                    }
+                    Err(e) => {
+                        health.error("pods", Instant::now());
+                        tracing::warn!(error = %e, watch = "pods", "watch error; retrying");
+                        continue;
+                    }
+                };
+                match event {
+                    // A (re)list of this scope: what follows is rebuilt state, not live observation.
+                    watcher::Event::Init => relist = Some(Vec::new()),
+                    watcher::Event::InitApply(pod) => relist.get_or_insert_with(Vec::new).push(crate::lifecycle::PodSnapshot::from_pod(&pod)),
+                    watcher::Event::InitDone => {
+                        let listed_pods = relist.take().unwrap_or_default();
+                        let until = listed_pods.iter().filter_map(|p| p.resource_version).max();
+                        if let (Some(from), Some(until)) = (store.resume_point(&w.scope), until)
+                            && from < until
+                        {
+                            match catch_up(&w, from, until, &store).await {
+                                CatchUp::Done { replayed } => {
+                                    store.metrics.catch_up("replayed");
+                                    tracing::info!(scope = ?w.scope, from, until, replayed, "replayed the pod watch from the last written position");
+                                }
+                                CatchUp::Expired => {
+                                    store.metrics.catch_up("expired");
+                                    tracing::warn!(scope = ?w.scope, from, "the last written position is older than the apiserver's watch history: rebuilding from the list");
+                                }
+                                CatchUp::Failed(why) => {
+                                    store.metrics.catch_up("failed");
+                                    tracing::warn!(scope = ?w.scope, from, %why, "could not replay the pod watch: rebuilding from the list");
+                                }
+                            }
+                        }
+                        let seen: HashSet<String> = listed_pods.iter().map(|p| p.uid.clone()).collect();
+                        for pod in &listed_pods {
+                            store.observe_snapshot(pod, crate::lifecycle::Source::Rebuilt, false);
+                        }
+                        store.mark_missing_as_gone(&w.scope, &seen);
+                        if std::mem::take(&mut first) && listed.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 >= total {
+                            health.set_synced(true);
+                            let _ = synced.send(true);
+                        }
+                    }
+                    watcher::Event::Apply(pod) => store.observe_pod(&pod, crate::lifecycle::Source::Live, false),
+                    watcher::Event::Delete(pod) => store.observe_pod(&pod, crate::lifecycle::Source::Live, true),
+                }
+            }
+        }
     });
     let _ = futures::future::join_all(streams).await;
 }
 
-async fn watch_events(client: Client, store: Arc<Store>, selection: Selection) {
+/// The numeric resourceVersion of an event (0 if it has none or it is not a number).
+fn version_of(e: &Event) -> u64 {
+    e.metadata.resource_version.as_deref().and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+/// Turns a watch of Events into the events to fold, in resourceVersion order: a relist's
+/// items (in key order from the apiserver) are held until the list is complete and sorted;
+/// deletions (an event's TTL running out) are dropped, as they say nothing new.
+pub(crate) fn events_in_order(
+    stream: impl Stream<Item = Result<watcher::Event<Event>, watcher::Error>>,
+) -> impl Stream<Item = Result<Event, watcher::Error>> {
+    stream
+        .scan(None::<Vec<Event>>, |relist, item| {
+            let out: Vec<Result<Event, watcher::Error>> = match item {
+                Err(e) => vec![Err(e)],
+                Ok(watcher::Event::Init) => {
+                    *relist = Some(Vec::new());
+                    Vec::new()
+                }
+                Ok(watcher::Event::InitApply(e)) => {
+                    relist.get_or_insert_with(Vec::new).push(e);
+                    Vec::new()
+                }
+                Ok(watcher::Event::InitDone) => {
+                    let mut listed = relist.take().unwrap_or_default();
+                    listed.sort_by_key(version_of);
+                    listed.into_iter().map(Ok).collect()
+                }
+                Ok(watcher::Event::Apply(e)) => vec![Ok(e)],
+                Ok(watcher::Event::Delete(_)) => Vec::new(),
+            };
+            futures::future::ready(Some(futures::stream::iter(out)))
+        })
+        .flatten()
+}
+
+async fn watch_events(
+    client: Client,
+    store: Arc<Store>,
+    selection: Selection,
+    health: Arc<WatchHealth>,
+    mut synced: watch::Receiver<bool>,
+) {
+    // Only once every pod list is in: an event whose pod is unknown after that is for an
+    // untracked pod (or one created a moment ago), not for one still being listed.
+    let _ = synced.wait_for(|s| *s).await;
     let cfg = watcher::Config::default().fields("involvedObject.kind=Pod");
     let apis: Vec<Api<Event>> = match &selection {
         Selection::Namespaces(nss) => nss.iter().map(|ns| Api::namespaced(client.clone(), ns)).collect(),
@@ -229,9 +630,12 @@ async fn watch_events(client: Client, store: Arc<Store>, selection: Selection) {
     };
     let streams = apis.into_iter().map(|api| {
         let store = Arc::clone(&store);
-        keep_watching(watcher(api, cfg.clone()).default_backoff().touched_objects(), "events", move |event: Event| {
-            store.observe_event(&event);
-        })
+        let health = Arc::clone(&health);
+        let cfg = cfg.clone();
+        async move {
+            let stream = events_in_order(watcher(api, cfg).backoff(watch_backoff()));
+            keep_watching_with(stream, "events", Some(&health), &mut |event: Event| store.observe_event(&event)).await;
+        }
     });
     let _ = futures::future::join_all(streams).await;
 }
@@ -247,5 +651,29 @@ mod tests {
         let mut seen = Vec::new();
         keep_watching(futures::stream::iter(items), "test", |n| seen.push(n)).await;
         assert_eq!(seen, [1, 2, 3]);
+    }
+
+    fn ev(version: &str) -> Event {
+        serde_json::from_value(serde_json::json!({"metadata": {"name": version, "resourceVersion": version}, "involvedObject": {}}))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_relists_events_come_out_in_resource_version_order_and_deletions_are_dropped() {
+        // The apiserver lists in key order; folding 30 before 12 would make 12 look like a
+        // replay and lose it.
+        let items = vec![
+            Ok(watcher::Event::Apply(ev("5"))),
+            Ok(watcher::Event::Init),
+            Ok(watcher::Event::InitApply(ev("30"))),
+            Ok(watcher::Event::InitApply(ev("12"))),
+            Ok(watcher::Event::InitApply(ev("21"))),
+            Ok(watcher::Event::InitDone),
+            Ok(watcher::Event::Delete(ev("31"))),
+            Ok(watcher::Event::Apply(ev("32"))),
+        ];
+        let out: Vec<String> =
+            events_in_order(futures::stream::iter(items)).map(|e| e.unwrap().metadata.resource_version.unwrap()).collect().await;
+        assert_eq!(out, ["5", "12", "21", "30", "32"]);
     }
 }

@@ -1,16 +1,24 @@
 //! The operator's in-memory state: one trimmed history per tracked pod, and which of them
 //! have changes still to write. Never whole Pod objects.
+//!
+//! # Guarantees
+//! - A relist of one namespace judges only the pods of that namespace: a pod missing from
+//!   namespace `a`'s list says nothing about namespace `b`.
+//! - A pod seen alive again after it was taken for gone is tracked again, not expired.
+//! - A deleted pod's report expires `deleted_ttl` after the `deletedAt` stored in the report,
+//!   so the clock does not restart with the operator.
+//! - Events that arrive before their pod wait for it, bounded in bytes and in age: an event
+//!   whose pod has not shown up within [`PENDING_EVENT_MAX_AGE`] belongs to an untracked pod.
+//! - A report that failed to write is retried with a back-off, never more than once per window.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Event, Pod};
-use kube::api::ListParams;
-use kube::{Api, Client};
 
-use super::{Metrics, OperatorConfig, Result, kube_err};
+use super::{Metrics, OperatorConfig};
 use crate::crd::PodLifecycle;
 use crate::lifecycle::{Change, EventSnapshot, PodHistory, PodSnapshot, Source};
 
@@ -18,13 +26,44 @@ use crate::lifecycle::{Change, EventSnapshot, PodHistory, PodSnapshot, Source};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriteOutcome {
     Written,
-    /// The report object did not exist (404).
+    /// The report object did not exist (404): the next write creates it.
     Missing,
-    Failed,
+    /// The apiserver refused this report (an API status): retried with a back-off up to
+    /// [`WRITE_RETRY_MAX`].
+    Refused,
+    /// The apiserver could not be reached: retried soon, up to [`WRITE_RETRY_UNREACHABLE_MAX`].
+    Unreachable,
 }
 
-/// Events that arrive before their pod is seen wait here (bounded; oldest dropped first).
-const PENDING_EVENTS_CAP: usize = 10_000;
+/// Events of pods not seen yet are kept this long. Pods are listed before events are watched,
+/// so only a pod created in the last moments can still show up; an event older than this
+/// belongs to a pod that is not tracked.
+pub const PENDING_EVENT_MAX_AGE: Duration = Duration::from_secs(30);
+/// The most bytes of events waiting for their pod. This machine's apiserver delivers at most
+/// about 330 pod watch events/s (shared/notes), about 4 MB in 30 s.
+pub const PENDING_EVENT_MAX_BYTES: usize = 16 * 1024 * 1024;
+/// Longest wait before a refused write is tried again.
+pub const WRITE_RETRY_MAX: Duration = Duration::from_secs(60);
+/// Longest wait before a write that could not reach the apiserver is tried again: short, so
+/// that reports are current within seconds of the apiserver coming back.
+pub const WRITE_RETRY_UNREACHABLE_MAX: Duration = Duration::from_secs(4);
+
+/// What one relist covers: one namespace's pods, or every pod in the cluster. Each scope is
+/// one watch, with its own position (resourceVersion).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Scope {
+    Namespace(String),
+    Cluster,
+}
+
+impl Scope {
+    fn covers(&self, namespace: &str) -> bool {
+        match self {
+            Scope::Namespace(ns) => ns == namespace,
+            Scope::Cluster => true,
+        }
+    }
+}
 
 #[derive(Debug)]
 pub struct Tracked {
@@ -33,18 +72,65 @@ pub struct Tracked {
     pub dirty: bool,
     /// False until the report object exists (its spec is applied once, then only status).
     pub report_exists: bool,
-    pub deleted: Option<Instant>,
+    /// The pod no longer exists (a delete was seen, or a relist of its scope lacked it).
+    pub gone: bool,
+    failed_writes: u32,
+    retry_at: Option<Instant>,
+}
+
+impl Tracked {
+    fn new(namespace: String, history: PodHistory, report_exists: bool) -> Self {
+        Tracked { namespace, history, dirty: !report_exists, report_exists, gone: false, failed_writes: 0, retry_at: None }
+    }
+}
+
+/// A report read at start, not yet matched to a pod.
+#[derive(Debug)]
+pub struct StoredReport {
+    pub namespace: String,
+    pub history: PodHistory,
+}
+
+#[derive(Debug)]
+struct Pending {
+    first_arrival: Instant,
+    events: Vec<EventSnapshot>,
+    bytes: usize,
 }
 
 #[derive(Debug, Default)]
 struct Inner {
     pods: HashMap<String, Tracked>,
     /// Reports found at start, by pod UID, not yet matched to a pod.
-    existing: HashMap<String, PodLifecycle>,
-    /// Events of pods not seen yet, by pod UID; `pending_order` bounds them, oldest pod first.
-    pending_events: HashMap<String, Vec<EventSnapshot>>,
-    pending_order: VecDeque<String>,
-    pending_count: usize,
+    existing: HashMap<String, StoredReport>,
+    /// Events of pods not seen yet, by pod UID; `pending_order` is by first arrival.
+    pending: HashMap<String, Pending>,
+    pending_order: VecDeque<(String, Instant)>,
+    pending_bytes: usize,
+    /// The newest pod resourceVersion seen per scope: where its watch stands.
+    positions: HashMap<Scope, u64>,
+    /// Each scope's position at the last write window that left nothing unwritten.
+    clean: HashMap<Scope, u64>,
+    /// Where the reports say the previous writer's watches could resume.
+    resume_from: HashMap<Scope, u64>,
+}
+
+/// One report to write, taken from the store.
+#[derive(Debug, Clone)]
+pub struct DirtyReport {
+    pub uid: String,
+    pub namespace: String,
+    pub report_exists: bool,
+    pub history: PodHistory,
+}
+
+/// One write window's reports, and where the watches stood when they were taken.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub reports: Vec<DirtyReport>,
+    positions: HashMap<Scope, u64>,
+    /// Every changed report was taken (none held back by a retry back-off).
+    complete: bool,
 }
 
 #[derive(Debug)]
@@ -67,6 +153,27 @@ fn change_label(c: Change) -> &'static str {
     }
 }
 
+/// Rough in-memory size of an event snapshot, for the pending bound.
+fn event_bytes(e: &EventSnapshot) -> usize {
+    96 + e.uid.len() + e.reason.len() + e.message.len() + e.type_.len() + e.container.as_ref().map_or(0, String::len)
+}
+
+/// Reads one stored report. Reports are read as plain JSON so that one written by an older
+/// schema, or edited by hand, is skipped with a reason instead of failing the whole list.
+///
+/// # Errors
+/// The object is not a `PodLifecycle` this version can read; the message says which field.
+pub fn parse_report(object: serde_json::Value) -> Result<(String, StoredReport), String> {
+    let report: PodLifecycle = serde_json::from_value(object).map_err(|e| e.to_string())?;
+    let uid = report.spec.pod_uid.clone();
+    if uid.is_empty() {
+        return Err("spec.podUid is empty".into());
+    }
+    let namespace = report.metadata.namespace.clone().unwrap_or_default();
+    let history = report.status.unwrap_or_else(|| PodHistory::new(&report.spec.pod_name, &uid));
+    Ok((uid, StoredReport { namespace, history }))
+}
+
 impl Store {
     pub fn new(config: OperatorConfig, metrics: Arc<Metrics>) -> Self {
         Store { config, metrics, inner: Mutex::new(Inner::default()) }
@@ -76,44 +183,68 @@ impl Store {
         crate::lock(&self.inner)
     }
 
-    /// Lists existing reports so histories resume instead of starting over.
-    /// Only reports within this operator's selection are loaded: another namespace's reports
-    /// belong to another operator, and adopting them would expire them.
-    pub async fn load_reports(&self, client: &Client) -> Result<()> {
-        let apis: Vec<Api<PodLifecycle>> = match &self.config.selection {
-            super::Selection::Namespaces(nss) => nss.iter().map(|ns| Api::namespaced(client.clone(), ns)).collect(),
-            _ => vec![Api::all(client.clone())],
-        };
-        let mut reports = Vec::new();
-        for api in apis {
-            reports.extend(api.list(&ListParams::default()).await.map_err(kube_err("list PodLifecycle reports"))?.items);
+    /// The scope whose watch covers pods of `namespace`.
+    #[must_use]
+    pub fn scope_of(&self, namespace: &str) -> Scope {
+        match self.config.selection {
+            super::Selection::Namespaces(_) => Scope::Namespace(namespace.to_string()),
+            _ => Scope::Cluster,
         }
+    }
+
+    /// Adds the reports read at start, so histories resume instead of starting over, and
+    /// notes where their writer's watches can be resumed.
+    pub fn add_stored(&self, reports: impl IntoIterator<Item = (String, StoredReport)>) {
         let mut inner = self.lock();
-        for report in reports {
-            inner.existing.insert(report.spec.pod_uid.clone(), report);
+        for (uid, report) in reports {
+            if let Some(at) = report.history.watch_resume_from {
+                let entry = inner.resume_from.entry(self.scope_of(&report.namespace)).or_insert(at);
+                *entry = (*entry).max(at);
+            }
+            inner.existing.insert(uid, report);
         }
-        tracing::info!(reports = inner.existing.len(), "loaded existing reports");
-        Ok(())
+    }
+
+    /// Where a watch of `scope` can be resumed so that nothing since the last complete write
+    /// is missed: this term's own position, or the one the stored reports carry.
+    #[must_use]
+    pub fn resume_point(&self, scope: &Scope) -> Option<u64> {
+        let inner = self.lock();
+        inner.positions.get(scope).copied().max(inner.resume_from.get(scope).copied())
+    }
+
+    /// How many stored reports wait for their pod.
+    #[must_use]
+    pub fn stored_unmatched(&self) -> usize {
+        self.lock().existing.len()
     }
 
     /// Feeds one pod observation to its history.
     pub fn observe_pod(&self, pod: &Pod, source: Source, deleted: bool) {
-        let snap = PodSnapshot::from_pod(pod);
+        self.observe_snapshot(&PodSnapshot::from_pod(pod), source, deleted);
+    }
+
+    /// Feeds one trimmed pod observation to its history.
+    pub fn observe_snapshot(&self, snap: &PodSnapshot, source: Source, deleted: bool) {
         if snap.uid.is_empty() {
             return;
         }
         let now = Timestamp::now();
+        let scope = self.scope_of(&snap.namespace);
         let mut inner = self.lock();
         let inner = &mut *inner;
+        if let Some(version) = snap.resource_version {
+            let position = inner.positions.entry(scope).or_insert(version);
+            *position = (*position).max(version);
+        }
         let tracked = inner.pods.entry(snap.uid.clone()).or_insert_with(|| {
-            let (history, report_exists) = match inner.existing.remove(&snap.uid) {
-                Some(report) => (report.status.unwrap_or_else(|| PodHistory::new(&snap.name, &snap.uid)), true),
-                None => (PodHistory::new(&snap.name, &snap.uid), false),
-            };
             self.metrics.tracked_pods.inc();
-            Tracked { namespace: snap.namespace.clone(), history, dirty: !report_exists, report_exists, deleted: None }
+            match inner.existing.remove(&snap.uid) {
+                Some(stored) => Tracked::new(snap.namespace.clone(), stored.history, true),
+                None => Tracked::new(snap.namespace.clone(), PodHistory::new(&snap.name, &snap.uid), false),
+            }
         });
-        let changes = tracked.history.observe(&snap, now, source, &self.config.profile);
+        let changes = tracked.history.observe(snap, now, source, &self.config.profile);
         for c in &changes {
             self.metrics.transition(change_label(*c), source);
             if *c == Change::Restart
@@ -123,117 +254,206 @@ impl Store {
                 self.metrics.restart_delay.observe(m);
             }
         }
-        if deleted && tracked.deleted.is_none() {
-            tracked.deleted = Some(Instant::now());
-            if tracked.history.deleted_at.is_none() {
-                tracked.history.deleted_at = Some(now);
-            }
+        if deleted && !tracked.gone {
+            tracked.gone = true;
+            tracked.history.deleted_at.get_or_insert(now);
+            tracked.dirty = true;
+        } else if !deleted && tracked.gone && snap.deleted_at.is_none() {
+            // Taken for gone by a relist, yet here it is: it never left.
+            tracked.gone = false;
+            tracked.history.deleted_at = None;
             tracked.dirty = true;
         }
         tracked.dirty |= !changes.is_empty();
         // Events that came before the pod: one lookup, not a scan.
-        let uid = snap.uid.clone();
-        if let Some(early) = inner.pending_events.remove(&uid) {
-            inner.pending_count -= early.len();
-            inner.pending_order.retain(|u| *u != uid);
-            if let Some(tracked) = inner.pods.get_mut(&uid) {
-                for e in early {
-                    if let Some(c) = tracked.history.observe_event(&e) {
-                        self.metrics.transition(change_label(c), Source::Live);
-                        tracked.dirty = true;
-                    }
-                }
+        if let Some(early) = inner.pending.remove(&snap.uid) {
+            inner.pending_bytes -= early.bytes;
+            for e in &early.events {
+                self.fold_event(tracked, e);
             }
+        }
+        self.metrics.pending_events.set(i64::try_from(inner.pending_bytes).unwrap_or(i64::MAX));
+    }
+
+    fn fold_event(&self, tracked: &mut Tracked, e: &EventSnapshot) {
+        match tracked.history.observe_event(e) {
+            Some(c) => {
+                self.metrics.transition(change_label(c), Source::Live);
+                tracked.dirty = true;
+            }
+            None => _ = self.metrics.events_ignored.inc(),
         }
     }
 
-    /// Feeds one event (ADDED or a count update) to its pod's history.
+    /// Feeds one event (new, or a count update) to its pod's history. Events must come in
+    /// resourceVersion order: a relist's must be sorted first (see `watch_events`).
     pub fn observe_event(&self, event: &Event) {
         let Some(uid) = event.involved_object.uid.clone() else { return };
         let Some(snap) = EventSnapshot::from_event(event) else { return };
-        let mut inner = self.lock();
-        match inner.pods.get_mut(&uid) {
-            Some(tracked) => {
-                if let Some(c) = tracked.history.observe_event(&snap) {
-                    self.metrics.transition(change_label(c), Source::Live);
-                    tracked.dirty = true;
-                }
-            }
-            None => {
-                // Bounded: past the cap, the pod waited on longest loses its early events.
-                while inner.pending_count >= PENDING_EVENTS_CAP {
-                    let Some(oldest) = inner.pending_order.pop_front() else { break };
-                    inner.pending_count -= inner.pending_events.remove(&oldest).map_or(0, |v| v.len());
-                }
-                if !inner.pending_events.contains_key(&uid) {
-                    inner.pending_order.push_back(uid.clone());
-                }
-                inner.pending_events.entry(uid).or_default().push(snap);
-                inner.pending_count += 1;
-            }
-        }
+        self.observe_event_snapshot(uid, snap, Instant::now());
     }
 
-    /// After a (re)list: tracked pods the list did not contain were deleted while unwatched.
-    pub fn mark_missing_as_deleted(&self, seen: &HashSet<String>) {
+    fn observe_event_snapshot(&self, uid: String, snap: EventSnapshot, now: Instant) {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        if let Some(tracked) = inner.pods.get_mut(&uid) {
+            self.fold_event(tracked, &snap);
+            return;
+        }
+        let bytes = event_bytes(&snap);
+        let pending = inner.pending.entry(uid.clone()).or_insert_with(|| {
+            inner.pending_order.push_back((uid, now));
+            Pending { first_arrival: now, events: Vec::new(), bytes: 0 }
+        });
+        pending.events.push(snap);
+        pending.bytes += bytes;
+        inner.pending_bytes += bytes;
+        self.evict_pending(inner, now);
+    }
+
+    /// Drops the pending events of pods that never showed up: first those past their age,
+    /// then, if still over the byte bound, the longest-waiting.
+    fn evict_pending(&self, inner: &mut Inner, now: Instant) {
+        while let Some((uid, arrival)) = inner.pending_order.front().cloned() {
+            let expired = now.duration_since(arrival) >= PENDING_EVENT_MAX_AGE;
+            if !expired && inner.pending_bytes <= PENDING_EVENT_MAX_BYTES {
+                break;
+            }
+            inner.pending_order.pop_front();
+            // An entry consumed by its pod (or replaced since) is stale here: skip it.
+            if inner.pending.get(&uid).is_some_and(|p| p.first_arrival == arrival)
+                && let Some(p) = inner.pending.remove(&uid)
+            {
+                inner.pending_bytes -= p.bytes;
+                let why = if expired { "untracked" } else { "full" };
+                self.metrics.pending_dropped(why, p.events.len());
+            }
+        }
+        self.metrics.pending_events.set(i64::try_from(inner.pending_bytes).unwrap_or(i64::MAX));
+    }
+
+    /// After a (re)list of `scope`: its tracked pods that the list lacked were deleted while
+    /// unwatched, and its stored reports that no listed pod claimed belong to pods that went
+    /// away while the operator was down. Pods outside `scope` are not judged.
+    pub fn mark_missing_as_gone(&self, scope: &Scope, seen: &HashSet<String>) {
         let now = Timestamp::now();
         let mut inner = self.lock();
+        let inner = &mut *inner;
         for (uid, tracked) in &mut inner.pods {
-            if !seen.contains(uid) && tracked.deleted.is_none() {
-                tracked.deleted = Some(Instant::now());
+            if scope.covers(&tracked.namespace) && !seen.contains(uid) && !tracked.gone {
+                tracked.gone = true;
                 tracked.history.deleted_at.get_or_insert(now);
                 tracked.dirty = true;
             }
         }
-        // Reports of pods that vanished while the operator was away: adopt them as deleted,
-        // so they too expire after the TTL.
-        let orphans: Vec<(String, PodLifecycle)> = inner.existing.drain().filter(|(uid, _)| !seen.contains(uid)).collect();
-        for (uid, report) in orphans {
-            let mut history = report.status.unwrap_or_else(|| PodHistory::new(&report.spec.pod_name, &uid));
-            history.deleted_at.get_or_insert(now);
-            let namespace = report.metadata.namespace.clone().unwrap_or_default();
-            inner.pods.insert(uid, Tracked { namespace, history, dirty: true, report_exists: true, deleted: Some(Instant::now()) });
+        let orphans: Vec<String> = inner
+            .existing
+            .iter()
+            .filter(|(uid, r)| scope.covers(&r.namespace) && !seen.contains(*uid))
+            .map(|(uid, _)| uid.clone())
+            .collect();
+        for uid in orphans {
+            let Some(stored) = inner.existing.remove(&uid) else { continue };
+            let mut tracked = Tracked::new(stored.namespace, stored.history, true);
+            tracked.gone = true;
+            tracked.dirty = tracked.history.deleted_at.is_none();
+            tracked.history.deleted_at.get_or_insert(now);
+            self.metrics.tracked_pods.inc();
+            inner.pods.insert(uid, tracked);
         }
     }
 
-    /// Takes the changed histories to write, clearing their dirty marks.
-    pub fn take_dirty(&self) -> Vec<(String, String, bool, PodHistory)> {
+    /// Takes the changed histories that are due for a write, clearing their dirty marks.
+    /// Each carries the last clean position of its scope (see [`Store::written_all`]).
+    pub fn take_dirty(&self, now: Instant) -> Batch {
         let mut inner = self.lock();
-        let mut out = Vec::new();
+        let inner = &mut *inner;
+        let mut batch = Batch { positions: inner.positions.clone(), complete: true, ..Batch::default() };
         for (uid, t) in &mut inner.pods {
-            if t.dirty {
-                t.dirty = false;
-                t.history.enforce_budget(self.config.budget_bytes);
-                out.push((uid.clone(), t.namespace.clone(), t.report_exists, t.history.clone()));
+            if !t.dirty {
+                continue;
             }
+            if t.retry_at.is_some_and(|at| at > now) {
+                batch.complete = false;
+                continue;
+            }
+            t.dirty = false;
+            t.history.enforce_budget(self.config.budget_bytes);
+            let scope = match self.config.selection {
+                super::Selection::Namespaces(_) => Scope::Namespace(t.namespace.clone()),
+                _ => Scope::Cluster,
+            };
+            if let Some(clean) = inner.clean.get(&scope).or_else(|| inner.resume_from.get(&scope)) {
+                t.history.watch_resume_from = Some(*clean);
+            }
+            batch.reports.push(DirtyReport {
+                uid: uid.clone(),
+                namespace: t.namespace.clone(),
+                report_exists: t.report_exists,
+                history: t.history.clone(),
+            });
         }
         // Sampled here, once per window, rather than recounted on every event (O(pods)).
-        self.metrics.queue_depth.set(i64::try_from(out.len()).unwrap_or(i64::MAX));
-        out
+        self.metrics.queue_depth.set(i64::try_from(batch.reports.len()).unwrap_or(i64::MAX));
+        self.evict_pending(inner, now);
+        batch
     }
 
-    /// Records the outcome of a write: on failure the pod is marked dirty again, and if the
-    /// report was gone (deleted by hand, say), the next write creates it anew.
-    pub fn written(&self, uid: &str, outcome: WriteOutcome) {
+    /// Every report of `batch` was written: if nothing else was left dirty, everything up to
+    /// the positions it was taken at is stored, and later reports carry them as the place a
+    /// restarted operator or a new leader resumes its watches from.
+    pub fn written_all(&self, batch: &Batch) {
+        if batch.complete {
+            self.lock().clean.extend(batch.positions.iter().map(|(s, p)| (s.clone(), *p)));
+        }
+    }
+
+    /// Puts back reports taken for a write that was not attempted.
+    pub fn requeue(&self, uids: impl IntoIterator<Item = String>) {
         let mut inner = self.lock();
-        if let Some(t) = inner.pods.get_mut(uid) {
-            match outcome {
-                WriteOutcome::Written => t.report_exists = true,
-                WriteOutcome::Missing => {
-                    t.report_exists = false;
-                    t.dirty = true;
-                }
-                WriteOutcome::Failed => t.dirty = true,
+        for uid in uids {
+            if let Some(t) = inner.pods.get_mut(&uid) {
+                t.dirty = true;
             }
         }
     }
 
-    /// Reports whose pod was deleted longer than the TTL ago.
-    pub fn take_expired(&self) -> Vec<(String, String)> {
-        let ttl = self.config.deleted_ttl;
+    /// Records the outcome of a write. A failed write is retried after a back-off that
+    /// doubles per failure; if the report was gone (deleted by hand, say), the next write
+    /// creates it anew.
+    pub fn written(&self, uid: &str, outcome: WriteOutcome, now: Instant) {
         let mut inner = self.lock();
-        let expired: Vec<String> =
-            inner.pods.iter().filter(|(_, t)| t.deleted.is_some_and(|d| d.elapsed() >= ttl)).map(|(u, _)| u.clone()).collect();
+        let Some(t) = inner.pods.get_mut(uid) else { return };
+        let cap = match outcome {
+            WriteOutcome::Written => {
+                t.report_exists = true;
+                t.failed_writes = 0;
+                t.retry_at = None;
+                return;
+            }
+            WriteOutcome::Missing => {
+                t.report_exists = false;
+                t.dirty = true;
+                return;
+            }
+            WriteOutcome::Refused => WRITE_RETRY_MAX,
+            WriteOutcome::Unreachable => WRITE_RETRY_UNREACHABLE_MAX,
+        };
+        t.dirty = true;
+        t.failed_writes = t.failed_writes.saturating_add(1);
+        t.retry_at = Some(now + retry_delay(t.failed_writes, cap));
+    }
+
+    /// Reports whose pod is gone and whose stored `deletedAt` is longer than the TTL ago.
+    pub fn take_expired(&self, now: Timestamp) -> Vec<(String, String)> {
+        let ttl = jiff::SignedDuration::try_from(self.config.deleted_ttl).unwrap_or(jiff::SignedDuration::MAX);
+        let mut inner = self.lock();
+        let expired: Vec<String> = inner
+            .pods
+            .iter()
+            .filter(|(_, t)| t.gone && t.history.deleted_at.is_some_and(|d| now.duration_since(d) >= ttl))
+            .map(|(u, _)| u.clone())
+            .collect();
         expired
             .iter()
             .filter_map(|uid| {
@@ -245,42 +465,186 @@ impl Store {
     }
 }
 
+/// 1 s, 2 s, 4 s … up to `cap`.
+fn retry_delay(failures: u32, cap: Duration) -> Duration {
+    let exp = failures.saturating_sub(1).min(16);
+    Duration::from_secs(1u64 << exp).min(cap)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn pod(uid: &str) -> Pod {
+    fn pod_in(ns: &str, uid: &str) -> Pod {
         serde_json::from_value(
-            serde_json::json!({"metadata": {"name": format!("p-{uid}"), "namespace": "n", "uid": uid}, "status": {"phase": "Pending"}}),
+            serde_json::json!({"metadata": {"name": format!("p-{uid}"), "namespace": ns, "uid": uid}, "status": {"phase": "Pending"}}),
         )
         .unwrap()
     }
 
-    fn event(pod_uid: &str, uid: &str) -> Event {
-        serde_json::from_value(serde_json::json!({
+    fn pod(uid: &str) -> Pod {
+        pod_in("n", uid)
+    }
+
+    fn event(pod_uid: &str, uid: &str) -> EventSnapshot {
+        let e: Event = serde_json::from_value(serde_json::json!({
             "metadata": {"name": uid, "namespace": "n", "uid": uid},
             "involvedObject": {"kind": "Pod", "uid": pod_uid, "fieldPath": "spec.containers{app}"},
             "reason": "Scheduled", "message": "m", "count": 1
         }))
-        .unwrap()
+        .unwrap();
+        EventSnapshot::from_event(&e).unwrap()
+    }
+
+    fn store() -> Store {
+        Store::new(OperatorConfig::default(), Arc::new(Metrics::new()))
     }
 
     #[test]
-    fn events_before_their_pod_are_kept_bounded_and_applied_when_it_appears() {
-        let store = Store::new(OperatorConfig::default(), Arc::new(Metrics::new()));
-        store.observe_event(&event("early", "e0"));
-        // Flood with events of pods that never show up: the oldest pod's events go first.
-        for i in 0..PENDING_EVENTS_CAP {
-            store.observe_event(&event(&format!("other{}", i % 100), &format!("x{i}")));
-        }
-        store.observe_event(&event("late", "e1"));
-        store.observe_pod(&pod("early"), Source::Live, false);
-        store.observe_pod(&pod("late"), Source::Live, false);
+    fn a_relist_of_one_namespace_leaves_the_other_namespaces_pods_alone() {
+        // Defect: with --namespaces a,b each namespace's relist marked every pod it had not
+        // listed as deleted, so b's live pods expired after the TTL (and came back empty).
+        let store = store();
+        store.observe_pod(&pod_in("a", "ua"), Source::Live, false);
+        store.observe_pod(&pod_in("b", "ub"), Source::Live, false);
+        store.mark_missing_as_gone(&Scope::Namespace("a".into()), &HashSet::from(["ua".to_string()]));
         let inner = store.lock();
-        assert!(inner.pods["early"].history.events.is_empty(), "evicted by the cap");
-        assert_eq!(inner.pods["late"].history.events.len(), 1);
-        assert!(inner.pending_count <= PENDING_EVENTS_CAP);
-        assert_eq!(inner.pending_count, inner.pending_events.values().map(Vec::len).sum::<usize>());
-        assert_eq!(inner.pending_order.len(), inner.pending_events.len());
+        assert!(!inner.pods["ub"].gone && inner.pods["ub"].history.deleted_at.is_none(), "b's pod is alive");
+        drop(inner);
+        // A relist of b that lacks the pod does mark it.
+        store.mark_missing_as_gone(&Scope::Namespace("b".into()), &HashSet::new());
+        assert!(store.lock().pods["ub"].gone);
+        assert!(!store.lock().pods["ua"].gone);
+    }
+
+    #[test]
+    fn stored_reports_are_adopted_as_gone_only_by_a_relist_of_their_namespace() {
+        let store = store();
+        let report = |ns: &str, uid: &str| (uid.to_string(), StoredReport { namespace: ns.into(), history: PodHistory::new("p", uid) });
+        store.add_stored([report("a", "old-a"), report("b", "live-b")]);
+        store.mark_missing_as_gone(&Scope::Namespace("a".into()), &HashSet::new());
+        assert!(store.lock().pods["old-a"].gone);
+        assert!(!store.lock().pods.contains_key("live-b"), "b's report waits for b's relist");
+        store.observe_pod(&pod_in("b", "live-b"), Source::Rebuilt, false);
+        assert!(store.lock().pods["live-b"].report_exists, "its history resumes from the report");
+    }
+
+    #[test]
+    fn a_pod_taken_for_gone_and_seen_again_is_tracked_again() {
+        let store = store();
+        store.observe_pod(&pod("u"), Source::Live, false);
+        store.mark_missing_as_gone(&Scope::Cluster, &HashSet::new());
+        store.observe_pod(&pod("u"), Source::Live, false);
+        let inner = store.lock();
+        assert!(!inner.pods["u"].gone && inner.pods["u"].history.deleted_at.is_none());
+    }
+
+    #[test]
+    fn the_deleted_ttl_counts_from_the_stored_deleted_at() {
+        // Defect: the TTL counted from an in-memory Instant, so an operator restarting more
+        // often than the TTL never expired a report.
+        let config = OperatorConfig { deleted_ttl: Duration::from_secs(3600), ..OperatorConfig::default() };
+        let store = Store::new(config, Arc::new(Metrics::new()));
+        let mut history = PodHistory::new("p", "old");
+        let deleted = Timestamp::now() - jiff::SignedDuration::from_secs(7200);
+        history.deleted_at = Some(deleted);
+        store.add_stored([("old".to_string(), StoredReport { namespace: "n".into(), history })]);
+        store.mark_missing_as_gone(&Scope::Cluster, &HashSet::new());
+        // Just after a restart: already two hours past deletion, so it goes now.
+        assert_eq!(store.take_expired(Timestamp::now()), [("old".to_string(), "n".to_string())]);
+        store.observe_pod(&pod("fresh"), Source::Live, true);
+        assert!(store.take_expired(Timestamp::now()).is_empty(), "a pod deleted just now is kept");
+        assert_eq!(store.take_expired(Timestamp::now() + jiff::SignedDuration::from_secs(3601)).len(), 1);
+    }
+
+    #[test]
+    fn a_pod_still_terminating_is_not_expired() {
+        // deletionTimestamp alone (graceful deletion, finalizers) is not gone.
+        let store = Store::new(OperatorConfig { deleted_ttl: Duration::ZERO, ..OperatorConfig::default() }, Arc::new(Metrics::new()));
+        let mut p = pod("u");
+        p.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now()));
+        store.observe_pod(&p, Source::Live, false);
+        assert!(store.take_expired(Timestamp::now() + jiff::SignedDuration::from_secs(60)).is_empty());
+    }
+
+    #[test]
+    fn events_of_untracked_pods_do_not_crowd_out_a_tracked_pods_early_events() {
+        // Defect: the buffer held 10,000 events, oldest pod first out, so a burst of events
+        // of untracked pods pushed out the early events of a pod about to be tracked.
+        let store = store();
+        let t0 = Instant::now();
+        store.observe_event_snapshot("early".into(), event("early", "e0"), t0);
+        for i in 0..20_000 {
+            store.observe_event_snapshot(format!("other{}", i % 5000), event("x", &format!("x{i}")), t0 + Duration::from_millis(i));
+        }
+        store.observe_pod(&pod("early"), Source::Live, false);
+        assert_eq!(store.lock().pods["early"].history.events.len(), 1, "kept");
+        // Past their age, the untracked pods' events are dropped, and the buffer is empty.
+        store.take_dirty(t0 + PENDING_EVENT_MAX_AGE + Duration::from_secs(21));
+        let inner = store.lock();
+        assert_eq!((inner.pending.len(), inner.pending_bytes), (0, 0));
+    }
+
+    #[test]
+    fn the_pending_buffer_is_bounded_in_bytes() {
+        let store = store();
+        let t0 = Instant::now();
+        let mut big = event("x", "big");
+        big.message = "m".repeat(64 * 1024);
+        for i in 0..400 {
+            let mut e = big.clone();
+            e.uid = format!("big{i}");
+            store.observe_event_snapshot(format!("pod{i}"), e, t0);
+        }
+        let inner = store.lock();
+        assert!(inner.pending_bytes <= PENDING_EVENT_MAX_BYTES, "{}", inner.pending_bytes);
+        assert_eq!(inner.pending_bytes, inner.pending.values().map(|p| p.bytes).sum::<usize>());
+        assert!(!inner.pending.contains_key("pod0"), "the longest-waiting went first");
+    }
+
+    #[test]
+    fn failed_writes_back_off_and_a_success_resets() {
+        // Defect: a failing write was retried every window, forever.
+        let store = store();
+        store.observe_pod(&pod("u"), Source::Live, false);
+        let t0 = Instant::now();
+        assert_eq!(store.take_dirty(t0).reports.len(), 1);
+        let mut due = Vec::new();
+        let mut now = t0;
+        for _ in 0..6 {
+            store.written("u", WriteOutcome::Refused, now);
+            // Not due again within the window after the failure.
+            assert!(store.take_dirty(now + Duration::from_millis(500)).reports.is_empty());
+            let mut wait = Duration::from_millis(500);
+            while store.take_dirty(now + wait).reports.is_empty() {
+                wait += Duration::from_millis(500);
+            }
+            due.push(wait.as_secs_f64());
+            now += wait;
+        }
+        assert_eq!(due, [1.0, 2.0, 4.0, 8.0, 16.0, 32.0]);
+        store.written("u", WriteOutcome::Written, now);
+        store.observe_pod(&pod_in("n", "u"), Source::Live, true);
+        assert_eq!(store.take_dirty(now).reports.len(), 1, "after a success, the next change goes at once");
+        store.written("u", WriteOutcome::Unreachable, now);
+        for _ in 0..5 {
+            store.written("u", WriteOutcome::Unreachable, now);
+        }
+        assert_eq!(store.take_dirty(now + WRITE_RETRY_UNREACHABLE_MAX).reports.len(), 1, "an unreachable apiserver is retried within 4 s");
+    }
+
+    #[test]
+    fn unreadable_reports_are_refused_with_a_reason() {
+        let ok = serde_json::json!({"apiVersion": "podlife.io/v1alpha1", "kind": "PodLifecycle",
+            "metadata": {"name": "u", "namespace": "n"}, "spec": {"podName": "p", "podUid": "u"}});
+        let (uid, stored) = parse_report(ok).unwrap();
+        assert_eq!((uid.as_str(), stored.namespace.as_str()), ("u", "n"));
+        let old_schema = serde_json::json!({"apiVersion": "podlife.io/v1alpha1", "kind": "PodLifecycle",
+            "metadata": {"name": "u", "namespace": "n"}, "spec": {"podName": "p", "podUid": "u"},
+            "status": {"pod": "p", "uid": "u", "phases": "Running"}});
+        assert!(parse_report(old_schema).unwrap_err().contains("invalid type"));
+        let no_uid = serde_json::json!({"apiVersion": "podlife.io/v1alpha1", "kind": "PodLifecycle",
+            "metadata": {"name": "u", "namespace": "n"}, "spec": {"podName": "p", "podUid": ""}});
+        assert_eq!(parse_report(no_uid).unwrap_err(), "spec.podUid is empty");
     }
 }

@@ -1,52 +1,133 @@
 //! Writes reports: server-side apply of the spec once, then of the status subresource, at
 //! most once per pod per write window. Deletes reports whose pod's TTL has run out.
+//!
+//! # Guarantees
+//! - Nothing is written while the leader's fence is closed, and every write is bounded in
+//!   time so that it ends before another replica may take the lease over.
+//! - When the apiserver cannot be reached, the rest of the window's writes are put back and
+//!   retried within seconds, not fired at a server that is down.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::json;
+use std::sync::Arc;
 
-use super::store::{Store, WriteOutcome};
+use super::leader::Fence;
+use super::store::{DirtyReport, Store, WriteOutcome};
 use crate::crd::PodLifecycle;
 
 const FIELD_MANAGER: &str = "podlife-operator";
 
-pub async fn flush(client: &Client, store: &Store) {
-    let batch = store.take_dirty();
-    for (uid, namespace, exists, history) in batch {
-        let api: Api<PodLifecycle> = Api::namespaced(client.clone(), &namespace);
-        let started = Instant::now();
-        let result = write_one(&api, &uid, exists, &history).await;
-        store.metrics.write_latency.observe(started.elapsed().as_secs_f64());
-        match &result {
-            Ok(()) => store.metrics.writes.get_or_create(&super::metrics::OutcomeLabels { outcome: "ok".into() }).inc(),
-            Err(e) => {
-                tracing::warn!(pod = %history.pod, %namespace, error = %e, "report write failed; will retry");
-                store.metrics.writes.get_or_create(&super::metrics::OutcomeLabels { outcome: "error".into() }).inc()
+pub struct Writer {
+    client: Client,
+    store: Arc<Store>,
+    fence: Option<Arc<Fence>>,
+    timeout: Duration,
+    fenced_logged: bool,
+}
+
+/// Why a write did not happen.
+#[derive(Debug)]
+enum WriteError {
+    Api(kube::Error),
+    TimedOut,
+}
+
+impl Writer {
+    pub fn new(client: Client, store: Arc<Store>, fence: Option<Arc<Fence>>, timeout: Duration) -> Self {
+        Writer { client, store, fence, timeout, fenced_logged: false }
+    }
+
+    fn may_write(&mut self) -> bool {
+        let open = self.fence.as_ref().is_none_or(|f| f.allows(Instant::now()));
+        if !open && !std::mem::replace(&mut self.fenced_logged, true) {
+            tracing::warn!("the lease fence is closed: not writing until it is renewed");
+        }
+        if open {
+            self.fenced_logged = false;
+        }
+        open
+    }
+
+    pub async fn flush(&mut self) {
+        if !self.may_write() {
+            return;
+        }
+        let mut batch = self.store.take_dirty(Instant::now());
+        let mut reports = std::mem::take(&mut batch.reports).into_iter();
+        let mut all_written = true;
+        while let Some(report) = reports.next() {
+            if !self.may_write() {
+                self.store.requeue(std::iter::once(report.uid).chain(reports.map(|r| r.uid)));
+                return;
             }
-        };
-        let outcome = match &result {
-            Ok(()) => WriteOutcome::Written,
-            Err(kube::Error::Api(e)) if e.code == 404 => WriteOutcome::Missing,
-            Err(_) => WriteOutcome::Failed,
-        };
-        store.written(&uid, outcome);
+            let started = Instant::now();
+            let result = match tokio::time::timeout(self.timeout, write_one(&self.client, &report)).await {
+                Ok(r) => r.map_err(WriteError::Api),
+                Err(_) => Err(WriteError::TimedOut),
+            };
+            self.store.metrics.write_latency.observe(started.elapsed().as_secs_f64());
+            let outcome = match &result {
+                Ok(()) => WriteOutcome::Written,
+                Err(WriteError::Api(kube::Error::Api(e))) if e.code == 404 => WriteOutcome::Missing,
+                Err(WriteError::Api(kube::Error::Api(_))) => WriteOutcome::Refused,
+                Err(_) => WriteOutcome::Unreachable,
+            };
+            match (&result, outcome) {
+                (Ok(()), _) => self.store.metrics.write("ok"),
+                (Err(e), WriteOutcome::Unreachable) => {
+                    self.store.metrics.write("unreachable");
+                    tracing::warn!(pod = %report.history.pod, namespace = %report.namespace, error = ?e, "apiserver unreachable; retrying soon");
+                    self.store.written(&report.uid, outcome, Instant::now());
+                    // The others would fail the same way: put them back for the next window.
+                    self.store.requeue(reports.map(|r| r.uid));
+                    return;
+                }
+                (Err(e), _) => {
+                    all_written = false;
+                    self.store.metrics.write("error");
+                    tracing::warn!(pod = %report.history.pod, namespace = %report.namespace, error = ?e, "report write failed; will retry with back-off");
+                }
+            }
+            all_written &= outcome == WriteOutcome::Written;
+            self.store.written(&report.uid, outcome, Instant::now());
+        }
+        if all_written {
+            self.store.written_all(&batch);
+        }
+    }
+
+    pub async fn expire_deleted(&mut self) {
+        if !self.may_write() {
+            return;
+        }
+        for (uid, namespace) in self.store.take_expired(jiff::Timestamp::now()) {
+            let api: Api<PodLifecycle> = Api::namespaced(self.client.clone(), &namespace);
+            match api.delete(&uid, &DeleteParams::default()).await {
+                Ok(_) => tracing::info!(%uid, %namespace, "deleted report after its TTL"),
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => tracing::warn!(%uid, %namespace, error = %e, "could not delete expired report"),
+            }
+        }
     }
 }
 
-#[tracing::instrument(skip(api, history), fields(pod = %history.pod))]
-async fn write_one(api: &Api<PodLifecycle>, uid: &str, exists: bool, history: &crate::lifecycle::PodHistory) -> Result<(), kube::Error> {
+#[tracing::instrument(skip(client, report), fields(pod = %report.history.pod, namespace = %report.namespace))]
+async fn write_one(client: &Client, report: &DirtyReport) -> Result<(), kube::Error> {
+    let api: Api<PodLifecycle> = Api::namespaced(client.clone(), &report.namespace);
     let pp = PatchParams::apply(FIELD_MANAGER).force();
-    if !exists {
-        let report = json!({
+    let uid = &report.uid;
+    if !report.report_exists {
+        let object = json!({
             "apiVersion": "podlife.io/v1alpha1", "kind": "PodLifecycle",
-            "metadata": {"name": uid, "labels": {"podlife.io/pod-name": label_value(&history.pod)}},
-            "spec": {"podName": history.pod, "podUid": uid},
+            "metadata": {"name": uid, "labels": {"podlife.io/pod-name": label_value(&report.history.pod)}},
+            "spec": {"podName": report.history.pod, "podUid": uid},
         });
-        api.patch(uid, &pp, &Patch::Apply(report)).await?;
+        api.patch(uid, &pp, &Patch::Apply(object)).await?;
     }
-    let status = json!({"apiVersion": "podlife.io/v1alpha1", "kind": "PodLifecycle", "status": history});
+    let status = json!({"apiVersion": "podlife.io/v1alpha1", "kind": "PodLifecycle", "status": report.history});
     api.patch_status(uid, &pp, &Patch::Apply(status)).await?;
     Ok(())
 }
@@ -55,15 +136,4 @@ async fn write_one(api: &Api<PodLifecycle>, uid: &str, exists: bool, history: &c
 fn label_value(name: &str) -> String {
     let v: String = name.chars().take(63).collect();
     v.trim_end_matches(['-', '.', '_']).to_string()
-}
-
-pub async fn expire_deleted(client: &Client, store: &Store) {
-    for (uid, namespace) in store.take_expired() {
-        let api: Api<PodLifecycle> = Api::namespaced(client.clone(), &namespace);
-        match api.delete(&uid, &DeleteParams::default()).await {
-            Ok(_) => tracing::info!(%uid, %namespace, "deleted report after its TTL"),
-            Err(kube::Error::Api(e)) if e.code == 404 => {}
-            Err(e) => tracing::warn!(%uid, %namespace, error = %e, "could not delete expired report"),
-        }
-    }
 }
