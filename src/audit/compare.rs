@@ -87,32 +87,46 @@ fn lcs<A, B>(a: &[A], b: &[B], eq: impl Fn(&A, &B) -> bool) -> Vec<(usize, usize
     pairs
 }
 
-/// One entry of a sequence: what must match, when it happened, and how to name it.
+/// One entry of a sequence: what must match, the time it must carry (a condition's
+/// lastTransitionTime; none for entries timed by when they were observed), when it happened,
+/// and how to name it.
 struct Item<K> {
     key: K,
+    time: Option<Timestamp>,
     at: Timestamp,
     label: String,
 }
 
 fn item<K>(key: K, at: Timestamp, label: String) -> Item<K> {
-    Item { key, at, label }
+    Item { key, time: None, at, label }
 }
 
-/// Compares sequences: unmatched reference items are lost, unmatched report items duplicated.
-fn sequence<K: PartialEq>(audit: &mut PodAudit, category: Category, reference: &[Item<K>], report: &[Item<K>]) -> Vec<(usize, usize)> {
-    let pairs = lcs(reference, report, |a, b| a.key == b.key);
+/// Compares sequences. Entries equal in key and time are paired first (in order); of the
+/// rest, an entry equal in key only is mis-measured (its time differs); what is left of the
+/// reference is lost, what is left of the report duplicated. Pairing on the time first keeps
+/// one loss from shifting every later pair by one.
+fn sequence<K: PartialEq>(audit: &mut PodAudit, category: Category, reference: &[Item<K>], report: &[Item<K>]) {
+    let pairs = lcs(reference, report, |a, b| a.key == b.key && a.time == b.time);
+    let mut used: Vec<bool> = (0..report.len()).map(|j| pairs.iter().any(|(_, b)| *b == j)).collect();
     for (i, r) in reference.iter().enumerate() {
         audit.observed.push((category, r.at));
-        if !pairs.iter().any(|(a, _)| *a == i) {
-            audit.find(Kind::Lost, category, r.at, r.label.clone());
+        if pairs.iter().any(|(a, _)| *a == i) {
+            continue;
+        }
+        match (0..report.len()).find(|j| !used[*j] && report[*j].key == r.key) {
+            Some(j) => {
+                used[j] = true;
+                let (got, want) = (report[j].time, r.time);
+                audit.find(Kind::MisMeasured, category, r.at, format!("{} at {got:?}, reference {want:?}", r.label));
+            }
+            None => audit.find(Kind::Lost, category, r.at, r.label.clone()),
         }
     }
     for (j, r) in report.iter().enumerate() {
-        if !pairs.iter().any(|(_, b)| *b == j) {
+        if !used[j] {
             audit.find(Kind::Duplicated, category, r.at, r.label.clone());
         }
     }
-    pairs
 }
 
 fn state_key_of(state: &ContainerState, restart_count: i32) -> super::reference::StateKey {
@@ -198,7 +212,8 @@ fn container(audit: &mut PodAudit, name: &str, r: &ContainerReference, h: Option
     let mut step = 0u32;
     for number in 1..=r.restart_count {
         let gap = r.restart_gap(number);
-        let at = gap.map_or_else(Timestamp::now, |(_, started)| started);
+        let seen = r.runs.values().find(|run| run.number == Some(number)).map(|run| run.seen_at);
+        let at = gap.map(|(_, started)| started).or(seen).unwrap_or_else(Timestamp::now);
         audit.observed.push((Category::Restart, at));
         // The reference's own curve step: one more per restart, back to 1 after a long run.
         let previous_ran =
@@ -253,21 +268,25 @@ pub fn audit_pod(reference: &PodReference, report: &PodHistory, reset_after_seco
         let changes: Vec<_> = reference.conditions.iter().filter(|c| c.type_ == type_).collect();
         let reference_items: Vec<_> = changes
             .iter()
-            .map(|c| item((c.status.clone(), c.reason.clone(), c.message.clone()), c.seen_at, format!("{type_} {}", c.status)))
+            .map(|c| Item {
+                key: (c.status.clone(), c.reason.clone(), c.message.clone()),
+                time: c.last_transition,
+                at: c.seen_at,
+                label: format!("{type_} {}", c.status),
+            })
             .collect();
-        let recorded: Vec<_> = report.conditions.iter().filter(|c| c.type_ == type_).collect();
-        let report_items: Vec<_> = recorded
+        let report_items: Vec<_> = report
+            .conditions
             .iter()
-            .map(|c| item((c.status.clone(), c.reason.clone(), c.message.clone()), c.at, format!("{type_} {}", c.status)))
+            .filter(|c| c.type_ == type_)
+            .map(|c| Item {
+                key: (c.status.clone(), c.reason.clone(), c.message.clone()),
+                time: Some(c.at),
+                at: c.at,
+                label: format!("{type_} {}", c.status),
+            })
             .collect();
-        for (i, j) in sequence(&mut audit, Category::Condition, &reference_items, &report_items) {
-            let (r, got) = (changes[i], recorded[j].at);
-            if let Some(want) = r.last_transition
-                && want != got
-            {
-                audit.find(Kind::MisMeasured, Category::Condition, r.seen_at, format!("{type_} {} at {got}, reference {want}", r.status));
-            }
-        }
+        sequence(&mut audit, Category::Condition, &reference_items, &report_items);
     }
     for (name, c) in &reference.containers {
         container(&mut audit, name, c, report.containers.iter().find(|h| &h.name == name), reset_after_seconds);

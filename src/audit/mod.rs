@@ -91,6 +91,26 @@ mod tests {
     }
 
     #[test]
+    fn one_lost_condition_change_is_one_finding_and_a_wrong_time_is_mis_measured() {
+        let (reference, report) = both(include_str!("../../tests/fixtures/liveness.jsonl"));
+        let ready = |h: &PodHistory| h.conditions.iter().position(|c| c.type_ == "Ready" && c.status == "False").unwrap();
+        let mut lost = report.clone();
+        let first_false = ready(&lost);
+        let next_true = lost.conditions.iter().enumerate().skip(first_false + 1).find(|(_, c)| c.type_ == "Ready").map(|(i, _)| i).unwrap();
+        let later = lost.conditions.iter().skip(next_true + 1).filter(|c| c.type_ == "Ready").count();
+        assert!(later >= 2, "the fixture flips Ready several times");
+        // Losing a False and the True after it (a flap missed whole) must not make every later
+        // change look mis-timed: two findings, both lost.
+        lost.conditions.remove(next_true);
+        lost.conditions.remove(first_false);
+        assert_eq!(kinds(&audit_pod(&reference, &lost, 600.0)), [(Kind::Lost, Category::Condition), (Kind::Lost, Category::Condition)]);
+        let mut late = report.clone();
+        let i = ready(&late);
+        late.conditions[i].at += jiff::SignedDuration::from_secs(3);
+        assert_eq!(kinds(&audit_pod(&reference, &late, 600.0)), [(Kind::MisMeasured, Category::Condition)]);
+    }
+
+    #[test]
     fn lost_flips_phases_and_replayed_events_are_named() {
         let (reference, report) = both(include_str!("../../tests/fixtures/liveness.jsonl"));
         let mut flips = report.clone();
