@@ -117,9 +117,26 @@ impl Writer {
 #[tracing::instrument(skip(client, report), fields(pod = %report.history.pod, namespace = %report.namespace))]
 async fn write_one(client: &Client, report: &DirtyReport) -> Result<(), kube::Error> {
     let api: Api<PodLifecycle> = Api::namespaced(client.clone(), &report.namespace);
+    match apply(&api, report, !report.report_exists).await {
+        // Server-side apply must read the stored object; one written under a schema this
+        // version cannot read (500 "failed to create typed live object") can only be replaced.
+        Err(kube::Error::Api(e)) if e.code == 500 && e.message.contains("typed live object") => {
+            tracing::warn!(uid = %report.uid, "the stored report cannot be read under this schema: replacing it");
+            match api.delete(&report.uid, &DeleteParams::default()).await {
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(e),
+                Ok(_) => {}
+            }
+            apply(&api, report, true).await
+        }
+        other => other,
+    }
+}
+
+async fn apply(api: &Api<PodLifecycle>, report: &DirtyReport, with_spec: bool) -> Result<(), kube::Error> {
     let pp = PatchParams::apply(FIELD_MANAGER).force();
     let uid = &report.uid;
-    if !report.report_exists {
+    if with_spec {
         let object = json!({
             "apiVersion": "podlife.io/v1alpha1", "kind": "PodLifecycle",
             "metadata": {"name": uid, "labels": {"podlife.io/pod-name": label_value(&report.history.pod)}},
