@@ -48,6 +48,7 @@ pub struct Metrics {
     pub lease_transitions: Family<OutcomeLabels, Counter>,
     pub reports_unreadable: Counter,
     catch_ups: Family<OutcomeLabels, Counter>,
+    relists: Family<WatchLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -76,6 +77,7 @@ impl Metrics {
         let lease_transitions = Family::<OutcomeLabels, Counter>::default();
         let reports_unreadable = Counter::default();
         let catch_ups = Family::<OutcomeLabels, Counter>::default();
+        let relists = Family::<WatchLabels, Counter>::default();
         registry.register(
             "transitions",
             "Transitions recorded into reports, by kind and whether seen live or rebuilt",
@@ -111,6 +113,7 @@ impl Metrics {
             "Pod watches resumed from the last written position before a relist, by outcome (replayed, expired, failed)",
             catch_ups.clone(),
         );
+        registry.register("watch_relists", "Relists after the first list (a watch that expired with 410)", relists.clone());
         Metrics {
             registry,
             transitions,
@@ -128,6 +131,7 @@ impl Metrics {
             lease_transitions,
             reports_unreadable,
             catch_ups,
+            relists,
         }
     }
 
@@ -145,6 +149,10 @@ impl Metrics {
 
     pub fn write(&self, outcome: &str) {
         self.writes.get_or_create(&OutcomeLabels { outcome: outcome.to_string() }).inc();
+    }
+
+    pub fn relist(&self, watch: &str) {
+        self.relists.get_or_create(&WatchLabels { watch: watch.to_string() }).inc();
     }
 
     pub fn catch_up(&self, outcome: &str) {

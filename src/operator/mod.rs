@@ -535,7 +535,13 @@ async fn watch_pods(client: Client, store: Arc<Store>, selection: Selection, hea
                 };
                 match event {
                     // A (re)list of this scope: what follows is rebuilt state, not live observation.
-                    watcher::Event::Init => relist = Some(Vec::new()),
+                    watcher::Event::Init => {
+                        if !first {
+                            store.metrics.relist("pods");
+                            tracing::info!(scope = ?w.scope, "pod watch expired (410): relisting");
+                        }
+                        relist = Some(Vec::new());
+                    }
                     watcher::Event::InitApply(pod) => relist.get_or_insert_with(Vec::new).push(crate::lifecycle::PodSnapshot::from_pod(&pod)),
                     watcher::Event::InitDone => {
                         let listed_pods = relist.take().unwrap_or_default();
