@@ -39,10 +39,14 @@ pub async fn run_experiments(client: Client, namespaces: Vec<String>, target_ima
         namespaces.iter().map(|ns| Api::namespaced(client.clone(), ns)).collect()
     };
     let started: Arc<Mutex<HashSet<String>>> = Arc::default();
+    // Every run belongs to this call: when the term that started it ends (a lost lease), the
+    // set is dropped and its runs are aborted, so a former leader stops touching experiments.
+    let runs: Arc<Mutex<tokio::task::JoinSet<()>>> = Arc::default();
     let streams = apis.into_iter().map(|api| {
         let client = client.clone();
         let started = Arc::clone(&started);
         let image = target_image.clone();
+        let runs = Arc::clone(&runs);
         keep_watching(
             watcher(api, watcher::Config::default()).default_backoff().applied_objects(),
             "experiments",
@@ -52,7 +56,9 @@ pub async fn run_experiments(client: Client, namespaces: Vec<String>, target_ima
                 let fresh = lock(&started).insert(uid);
                 if fresh && !phase.is_final() {
                     let (client, image) = (client.clone(), image.clone());
-                    tokio::spawn(async move {
+                    let mut runs = lock(&runs);
+                    while runs.try_join_next().is_some() {}
+                    runs.spawn(async move {
                         if phase == ExperimentPhase::Running {
                             let status = ExperimentStatus {
                                 phase: ExperimentPhase::Error,
@@ -257,34 +263,36 @@ async fn observe(
     write_status(client, exp, status).await;
 
     let histories: Arc<Mutex<Histories>> = Arc::default();
-    let pod_watch = {
-        let histories = Arc::clone(&histories);
-        let profile = *profile;
-        let only_uid = match &subject {
-            Subject::Pod { uid, .. } => Some(uid.clone()),
-            Subject::Job { .. } => None,
-        };
-        tokio::spawn(keep_watching(
-            watcher(pods.clone(), pod_selector).default_backoff().applied_objects(),
-            "experiment pods",
-            move |p: Pod| {
-                // A bare pod's name may still carry an earlier run's pod; follow only ours.
-                if only_uid.as_ref().is_none_or(|u| p.uid().as_ref() == Some(u)) {
-                    lock(&histories).observe_pod(&p, &profile);
-                }
-            },
-        ))
-    };
-    let event_watch = {
-        let histories = Arc::clone(&histories);
-        let events: Api<Event> = Api::namespaced(client.clone(), &ns);
-        let fields = match &subject {
-            Subject::Pod { name, .. } => format!("involvedObject.name={name},involvedObject.kind=Pod"),
-            Subject::Job { .. } => "involvedObject.kind=Pod".to_string(),
-        };
-        let stream = crate::operator::events_in_order(watcher(events, watcher::Config::default().fields(&fields)).default_backoff());
-        tokio::spawn(keep_watching(stream, "experiment events", move |e: Event| lock(&histories).observe_event(&e)))
-    };
+    let watches = crate::operator::AbortOnDrop(vec![
+        {
+            let histories = Arc::clone(&histories);
+            let profile = *profile;
+            let only_uid = match &subject {
+                Subject::Pod { uid, .. } => Some(uid.clone()),
+                Subject::Job { .. } => None,
+            };
+            tokio::spawn(keep_watching(
+                watcher(pods.clone(), pod_selector).default_backoff().applied_objects(),
+                "experiment pods",
+                move |p: Pod| {
+                    // A bare pod's name may still carry an earlier run's pod; follow only ours.
+                    if only_uid.as_ref().is_none_or(|u| p.uid().as_ref() == Some(u)) {
+                        lock(&histories).observe_pod(&p, &profile);
+                    }
+                },
+            ))
+        },
+        {
+            let histories = Arc::clone(&histories);
+            let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+            let fields = match &subject {
+                Subject::Pod { name, .. } => format!("involvedObject.name={name},involvedObject.kind=Pod"),
+                Subject::Job { .. } => "involvedObject.kind=Pod".to_string(),
+            };
+            let stream = crate::operator::events_in_order(watcher(events, watcher::Config::default().fields(&fields)).default_backoff());
+            tokio::spawn(keep_watching(stream, "experiment events", move |e: Event| lock(&histories).observe_event(&e)))
+        },
+    ]);
 
     let end = Duration::from_secs(u64::from(exp.spec.duration_seconds));
     let mut pending: Vec<usize> = (0..exp.spec.actions.len()).collect();
@@ -363,8 +371,8 @@ async fn observe(
     }
     // Let the last status and events arrive before judging.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    pod_watch.abort();
-    event_watch.abort();
+    // Also stopped when this run is cut short (its timeout, or the term ending).
+    drop(watches);
     let pods_seen: Vec<PodHistory> = lock(&histories).pods.values().cloned().collect();
     if status.report.is_none() {
         status.report = pods_seen.first().map(|h| h.uid.clone());

@@ -70,14 +70,20 @@ impl LeaseConfig {
         }
     }
 
+    /// The lease duration the record can carry: whole seconds, rounded down.
+    fn recorded_duration(&self) -> Duration {
+        Duration::from_secs(self.lease_duration.as_secs())
+    }
+
     /// # Errors
-    /// An empty identity, or durations that would let two replicas write at once.
+    /// An empty identity, or durations that would let two replicas write at once (judged on
+    /// the whole seconds the Lease record holds).
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.identity.trim().is_empty() {
             return Err(ConfigError::NoIdentity);
         }
-        if self.renew_deadline >= self.lease_duration {
-            return Err(ConfigError::DeadlineNotShorter { renew: self.renew_deadline, lease: self.lease_duration });
+        if self.renew_deadline >= self.recorded_duration() {
+            return Err(ConfigError::DeadlineNotShorter { renew: self.renew_deadline, lease: self.recorded_duration() });
         }
         if self.retry_period >= self.renew_deadline {
             return Err(ConfigError::RetryNotShorter { retry: self.retry_period, renew: self.renew_deadline });
@@ -90,7 +96,7 @@ impl LeaseConfig {
     /// closing (with a fifth to spare).
     #[must_use]
     pub fn write_timeout(&self) -> Duration {
-        (self.lease_duration.saturating_sub(self.renew_deadline) * 4 / 5).min(Duration::from_secs(5))
+        (self.recorded_duration().saturating_sub(self.renew_deadline) * 4 / 5).min(Duration::from_secs(5))
     }
 }
 
@@ -459,6 +465,10 @@ mod tests {
         let mut c = cfg("a");
         c.retry_period = c.renew_deadline;
         assert!(matches!(c.validate(), Err(ConfigError::RetryNotShorter { .. })));
+        // The record holds whole seconds: 10.5 s is written as 10 s, no longer than the deadline.
+        let mut c = cfg("a");
+        (c.lease_duration, c.renew_deadline) = (Duration::from_millis(10_500), Duration::from_secs(10));
+        assert!(matches!(c.validate(), Err(ConfigError::DeadlineNotShorter { .. })));
         assert_eq!(cfg("a").validate(), Ok(()));
     }
 }

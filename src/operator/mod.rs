@@ -137,10 +137,13 @@ pub async fn run(client: Client, config: OperatorConfig, mut shutdown: watch::Re
             Some(c) => {
                 // A standby is ready: it must not hold up a rolling update.
                 health.set_synced(true);
-                if !wait_for_lease(c, &metrics, &mut shutdown).await {
+                let Some(sent) = wait_for_lease(c, &metrics, &mut shutdown).await else {
                     return Ok(());
-                }
-                Some(Arc::new(leader::Fence::new(c.config().renew_deadline)))
+                };
+                // The fence opens from when the winning write was sent, not from its answer.
+                let fence = Arc::new(leader::Fence::new(c.config().renew_deadline));
+                fence.renewed(sent);
+                Some(fence)
             }
             None => None,
         };
@@ -148,7 +151,6 @@ pub async fn run(client: Client, config: OperatorConfig, mut shutdown: watch::Re
         metrics.leader.set(1);
         let end = match (candidate.as_mut(), fence) {
             (Some(c), Some(fence)) => {
-                fence.renewed(Instant::now());
                 let (lost_tx, lost_rx) = watch::channel(false);
                 let (stop_tx, stop_rx) = watch::channel(false);
                 let term = Term { client: &client, config: &config, metrics: &metrics, health: &health, fence: Some(&fence) };
@@ -184,15 +186,16 @@ pub async fn run(client: Client, config: OperatorConfig, mut shutdown: watch::Re
     }
 }
 
-/// Tries for the lease every retry period until it is held (true) or shutdown (false).
-async fn wait_for_lease(c: &mut leader::Candidate, metrics: &Metrics, shutdown: &mut watch::Receiver<bool>) -> bool {
+/// Tries for the lease every retry period until it is held (`Some(when the winning write was
+/// sent)`) or shutdown (`None`).
+async fn wait_for_lease(c: &mut leader::Candidate, metrics: &Metrics, shutdown: &mut watch::Receiver<bool>) -> Option<Instant> {
     let retry = c.config().retry_period;
     loop {
         match c.try_acquire_or_renew().await {
-            Ok(leader::Round::Held { .. }) => {
+            Ok(leader::Round::Held { sent }) => {
                 tracing::info!(lease = %c.config().name, identity = %c.config().identity, "became leader");
                 metrics.lease("acquired");
-                return true;
+                return Some(sent);
             }
             Ok(leader::Round::Elsewhere { holder }) => tracing::debug!(%holder, "standby: lease held elsewhere"),
             Ok(leader::Round::Conflict) => tracing::debug!("standby: another replica wrote the lease first"),
@@ -200,7 +203,7 @@ async fn wait_for_lease(c: &mut leader::Candidate, metrics: &Metrics, shutdown: 
         }
         tokio::select! {
             () = tokio::time::sleep(retry) => {}
-            _ = shutdown.changed() => if *shutdown.borrow() { return false },
+            _ = shutdown.changed() => if *shutdown.borrow() { return None },
         }
     }
 }
@@ -313,8 +316,8 @@ impl Term<'_> {
     }
 }
 
-/// A term's tasks, stopped however the term ends.
-struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+/// Tasks stopped however their owner ends (a term, an experiment run).
+pub(crate) struct AbortOnDrop(pub(crate) Vec<tokio::task::JoinHandle<()>>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
@@ -407,6 +410,15 @@ fn pod_watches(client: &Client, selection: &Selection) -> Vec<PodWatch> {
             .map(|ns| PodWatch { api: Api::namespaced(client.clone(), ns), labels: None, scope: Scope::Namespace(ns.clone()) })
             .collect(),
     }
+}
+
+/// The current resourceVersion of a scope's pod collection (a one-item list).
+async fn collection_version(w: &PodWatch) -> Option<u64> {
+    let mut lp = ListParams::default().limit(1);
+    if let Some(labels) = &w.labels {
+        lp = lp.labels(labels);
+    }
+    w.api.list_metadata(&lp).await.ok()?.metadata.resource_version?.parse().ok()
 }
 
 /// How a catch-up ended.
@@ -545,8 +557,14 @@ async fn watch_pods(client: Client, store: Arc<Store>, selection: Selection, hea
                     watcher::Event::InitApply(pod) => relist.get_or_insert_with(Vec::new).push(crate::lifecycle::PodSnapshot::from_pod(&pod)),
                     watcher::Event::InitDone => {
                         let listed_pods = relist.take().unwrap_or_default();
-                        let until = listed_pods.iter().filter_map(|p| p.resource_version).max();
-                        if let (Some(from), Some(until)) = (store.resume_point(&w.scope), until)
+                        // Replay up to the collection's own version, not just the newest listed
+                        // pod: a pod deleted meanwhile is not listed, but its last status and its
+                        // deletion are in the watch. Only at a term's first list: a relist within
+                        // a term follows a 410, so the history before it is gone anyway.
+                        let until = if first { collection_version(&w).await } else { None };
+                        let until = until.or_else(|| listed_pods.iter().filter_map(|p| p.resource_version).max());
+                        if first
+                            && let (Some(from), Some(until)) = (store.resume_point(&w.scope), until)
                             && from < until
                         {
                             match catch_up(&w, from, until, &store).await {

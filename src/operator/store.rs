@@ -36,14 +36,17 @@ pub enum WriteOutcome {
 }
 
 /// Events of pods not seen yet are kept this long. Pods are listed before events are watched,
-/// so only a pod created in the last moments can still show up; an event older than this
-/// belongs to a pod that is not tracked.
-pub const PENDING_EVENT_MAX_AGE: Duration = Duration::from_secs(30);
+/// so only a pod created in the last moments can still show up, or one created while a relist
+/// and its catch-up (at most 30 s) run; an event older than this belongs to an untracked pod.
+pub const PENDING_EVENT_MAX_AGE: Duration = Duration::from_secs(90);
 /// The most bytes of events waiting for their pod. This machine's apiserver delivers at most
 /// about 330 pod watch events/s (shared/notes), about 4 MB in 30 s.
 pub const PENDING_EVENT_MAX_BYTES: usize = 16 * 1024 * 1024;
 /// Longest wait before a refused write is tried again.
 pub const WRITE_RETRY_MAX: Duration = Duration::from_secs(60);
+/// After this many refusals in a row a report stops holding back the resume position (it is
+/// still retried): one report the apiserver will never take must not turn off catch-up.
+pub const REFUSALS_BEFORE_STUCK: u32 = 5;
 /// Longest wait before a write that could not reach the apiserver is tried again: short, so
 /// that reports are current within seconds of the apiserver coming back.
 pub const WRITE_RETRY_UNREACHABLE_MAX: Duration = Duration::from_secs(4);
@@ -75,12 +78,14 @@ pub struct Tracked {
     /// The pod no longer exists (a delete was seen, or a relist of its scope lacked it).
     pub gone: bool,
     failed_writes: u32,
+    /// Refused this many times in a row: see [`REFUSALS_BEFORE_STUCK`].
+    refusals: u32,
     retry_at: Option<Instant>,
 }
 
 impl Tracked {
     fn new(namespace: String, history: PodHistory, report_exists: bool) -> Self {
-        Tracked { namespace, history, dirty: !report_exists, report_exists, gone: false, failed_writes: 0, retry_at: None }
+        Tracked { namespace, history, dirty: !report_exists, report_exists, gone: false, failed_writes: 0, refusals: 0, retry_at: None }
     }
 }
 
@@ -151,6 +156,11 @@ fn change_label(c: Change) -> &'static str {
         Change::Event => "event",
         Change::EventCount => "event_count",
     }
+}
+
+/// The measured restarts of a history (restart number and start), to see which a status measured.
+fn measured(h: &PodHistory) -> Vec<(i32, Option<Timestamp>)> {
+    h.containers.iter().flat_map(|c| &c.restarts).filter(|r| r.measured_seconds.is_some()).map(|r| (r.number, r.started_at)).collect()
 }
 
 /// Rough in-memory size of an event snapshot, for the pending bound.
@@ -244,14 +254,19 @@ impl Store {
                 None => Tracked::new(snap.namespace.clone(), PodHistory::new(&snap.name, &snap.uid), false),
             }
         });
+        let measured_before = measured(&tracked.history);
         let changes = tracked.history.observe(snap, now, source, &self.config.profile);
         for c in &changes {
             self.metrics.transition(change_label(*c), source);
-            if *c == Change::Restart
-                && let Some(r) = tracked.history.containers.iter().filter_map(|c| c.restarts.back()).max_by_key(|r| r.started_at)
-                && let Some(m) = r.measured_seconds
-            {
-                self.metrics.restart_delay.observe(m);
+        }
+        // Every restart once, when its delay becomes known (often a status after the restart).
+        if measured(&tracked.history) != measured_before {
+            for r in tracked.history.containers.iter().flat_map(|c| &c.restarts) {
+                if let Some(m) = r.measured_seconds
+                    && !measured_before.contains(&(r.number, r.started_at))
+                {
+                    self.metrics.restart_delay.observe(m);
+                }
             }
         }
         if deleted && !tracked.gone {
@@ -358,6 +373,12 @@ impl Store {
             tracked.gone = true;
             tracked.dirty = tracked.history.deleted_at.is_none();
             tracked.history.deleted_at.get_or_insert(now);
+            if let Some(early) = inner.pending.remove(&uid) {
+                inner.pending_bytes -= early.bytes;
+                for e in &early.events {
+                    self.fold_event(&mut tracked, e);
+                }
+            }
             self.metrics.tracked_pods.inc();
             inner.pods.insert(uid, tracked);
         }
@@ -374,7 +395,9 @@ impl Store {
                 continue;
             }
             if t.retry_at.is_some_and(|at| at > now) {
-                batch.complete = false;
+                if t.refusals < REFUSALS_BEFORE_STUCK {
+                    batch.complete = false;
+                }
                 continue;
             }
             t.dirty = false;
@@ -420,7 +443,8 @@ impl Store {
 
     /// Records the outcome of a write. A failed write is retried after a back-off that
     /// doubles per failure; if the report was gone (deleted by hand, say), the next write
-    /// creates it anew.
+    /// creates it anew; if even the create finds nothing (the namespace is gone) the history
+    /// of a gone pod is dropped, as there is nowhere to write it.
     pub fn written(&self, uid: &str, outcome: WriteOutcome, now: Instant) {
         let mut inner = self.lock();
         let Some(t) = inner.pods.get_mut(uid) else { return };
@@ -428,15 +452,27 @@ impl Store {
             WriteOutcome::Written => {
                 t.report_exists = true;
                 t.failed_writes = 0;
+                t.refusals = 0;
                 t.retry_at = None;
                 return;
             }
-            WriteOutcome::Missing => {
+            WriteOutcome::Missing if t.report_exists => {
                 t.report_exists = false;
                 t.dirty = true;
                 return;
             }
-            WriteOutcome::Refused => WRITE_RETRY_MAX,
+            WriteOutcome::Missing if t.gone => {
+                inner.pods.remove(uid);
+                self.metrics.tracked_pods.dec();
+                return;
+            }
+            WriteOutcome::Missing | WriteOutcome::Refused => {
+                t.refusals = t.refusals.saturating_add(1);
+                if t.refusals == REFUSALS_BEFORE_STUCK {
+                    tracing::error!(pod = %t.history.pod, namespace = %t.namespace, "report refused {REFUSALS_BEFORE_STUCK} times; still retrying, no longer holding back the resume position");
+                }
+                WRITE_RETRY_MAX
+            }
             WriteOutcome::Unreachable => WRITE_RETRY_UNREACHABLE_MAX,
         };
         t.dirty = true;
@@ -444,24 +480,24 @@ impl Store {
         t.retry_at = Some(now + retry_delay(t.failed_writes, cap));
     }
 
-    /// Reports whose pod is gone and whose stored `deletedAt` is longer than the TTL ago.
+    /// Reports whose pod is gone and whose stored `deletedAt` is longer than the TTL ago. They
+    /// stay tracked until [`Store::expired`] confirms each deletion, so a failed one is retried.
     pub fn take_expired(&self, now: Timestamp) -> Vec<(String, String)> {
         let ttl = jiff::SignedDuration::try_from(self.config.deleted_ttl).unwrap_or(jiff::SignedDuration::MAX);
-        let mut inner = self.lock();
-        let expired: Vec<String> = inner
+        let inner = self.lock();
+        inner
             .pods
             .iter()
             .filter(|(_, t)| t.gone && t.history.deleted_at.is_some_and(|d| now.duration_since(d) >= ttl))
-            .map(|(u, _)| u.clone())
-            .collect();
-        expired
-            .iter()
-            .filter_map(|uid| {
-                let t = inner.pods.remove(uid)?;
-                self.metrics.tracked_pods.dec();
-                Some((uid.clone(), t.namespace))
-            })
+            .map(|(u, t)| (u.clone(), t.namespace.clone()))
             .collect()
+    }
+
+    /// The expired report of `uid` was deleted (or was already gone).
+    pub fn expired(&self, uid: &str) {
+        if self.lock().pods.remove(uid).is_some() {
+            self.metrics.tracked_pods.dec();
+        }
     }
 }
 
@@ -550,8 +586,11 @@ mod tests {
         history.deleted_at = Some(deleted);
         store.add_stored([("old".to_string(), StoredReport { namespace: "n".into(), history })]);
         store.mark_missing_as_gone(&Scope::Cluster, &HashSet::new());
-        // Just after a restart: already two hours past deletion, so it goes now.
+        // Just after a restart: already two hours past deletion, so it goes now; it stays
+        // tracked until its deletion is confirmed.
         assert_eq!(store.take_expired(Timestamp::now()), [("old".to_string(), "n".to_string())]);
+        assert_eq!(store.take_expired(Timestamp::now()).len(), 1, "a deletion that failed is tried again");
+        store.expired("old");
         store.observe_pod(&pod("fresh"), Source::Live, true);
         assert!(store.take_expired(Timestamp::now()).is_empty(), "a pod deleted just now is kept");
         assert_eq!(store.take_expired(Timestamp::now() + jiff::SignedDuration::from_secs(3601)).len(), 1);
@@ -631,6 +670,81 @@ mod tests {
             store.written("u", WriteOutcome::Unreachable, now);
         }
         assert_eq!(store.take_dirty(now + WRITE_RETRY_UNREACHABLE_MAX).reports.len(), 1, "an unreachable apiserver is retried within 4 s");
+    }
+
+    /// A pod at `version`, its phase alternating so that every version is a change.
+    fn versioned(ns: &str, uid: &str, version: u64) -> Pod {
+        let mut p = pod_in(ns, uid);
+        p.metadata.resource_version = Some(version.to_string());
+        if let Some(status) = p.status.as_mut() {
+            status.phase = Some(if version.is_multiple_of(2) { "Running" } else { "Pending" }.into());
+        }
+        p
+    }
+
+    #[test]
+    fn the_resume_position_advances_only_past_changes_that_were_all_written() {
+        let store = store();
+        let t0 = Instant::now();
+        store.add_stored([(
+            "old".to_string(),
+            StoredReport { namespace: "n".into(), history: PodHistory { watch_resume_from: Some(40), ..PodHistory::new("p", "old") } },
+        )]);
+        assert_eq!(store.resume_point(&Scope::Cluster), Some(40), "from the stored reports");
+        store.observe_pod(&versioned("n", "a", 50), Source::Live, false);
+        store.observe_pod(&versioned("n", "b", 51), Source::Live, false);
+        let batch = store.take_dirty(t0);
+        assert_eq!(batch.reports.len(), 2);
+        assert!(batch.reports.iter().all(|r| r.history.watch_resume_from == Some(40)), "carried until a window is complete");
+        store.written("a", WriteOutcome::Written, t0);
+        store.written("b", WriteOutcome::Refused, t0);
+        // b failed: the window was not complete and the writer does not call written_all.
+        store.observe_pod(&versioned("n", "a", 61), Source::Live, false);
+        let batch = store.take_dirty(t0);
+        assert_eq!(batch.reports.iter().map(|r| r.uid.as_str()).collect::<Vec<_>>(), ["a"], "b waits for its back-off");
+        store.written("a", WriteOutcome::Written, t0);
+        store.written_all(&batch);
+        store.observe_pod(&versioned("n", "a", 72), Source::Live, false);
+        let next = store.take_dirty(t0);
+        assert_eq!(next.reports[0].history.watch_resume_from, Some(40), "b's unwritten change (51) still holds it back");
+        // b is written at last: the next complete window moves the position to where it stood.
+        let later = t0 + Duration::from_secs(2);
+        let batch = store.take_dirty(later);
+        assert_eq!(batch.reports.iter().map(|r| r.uid.as_str()).collect::<Vec<_>>(), ["b"]);
+        store.written("b", WriteOutcome::Written, later);
+        store.written_all(&batch);
+        store.observe_pod(&versioned("n", "a", 83), Source::Live, false);
+        assert_eq!(store.take_dirty(later).reports[0].history.watch_resume_from, Some(72));
+        assert_eq!(store.resume_point(&Scope::Cluster), Some(83), "within a term, where the watch stands");
+    }
+
+    #[test]
+    fn a_report_refused_for_good_stops_holding_back_the_resume_position() {
+        let store = store();
+        store.observe_pod(&versioned("n", "stuck", 10), Source::Live, false);
+        let mut now = Instant::now();
+        for _ in 0..REFUSALS_BEFORE_STUCK {
+            assert_eq!(store.take_dirty(now).reports.len(), 1);
+            store.written("stuck", WriteOutcome::Refused, now);
+            now += WRITE_RETRY_MAX;
+        }
+        store.observe_pod(&versioned("n", "other", 20), Source::Live, false);
+        let batch = store.take_dirty(now - WRITE_RETRY_MAX + Duration::from_secs(1));
+        assert!(batch.complete, "refused {REFUSALS_BEFORE_STUCK} times: no longer holds the window back");
+    }
+
+    #[test]
+    fn a_report_whose_namespace_is_gone_is_not_rewritten_every_window() {
+        // A 404 on create: for a gone pod there is nowhere to write; for a live one, back off.
+        let store = store();
+        let now = Instant::now();
+        store.observe_pod(&pod("gone"), Source::Live, true);
+        store.observe_pod(&pod("live"), Source::Live, false);
+        store.take_dirty(now);
+        store.written("gone", WriteOutcome::Missing, now);
+        store.written("live", WriteOutcome::Missing, now);
+        assert!(!store.lock().pods.contains_key("gone"));
+        assert!(store.take_dirty(now + Duration::from_millis(500)).reports.is_empty(), "the live one backs off");
     }
 
     #[test]

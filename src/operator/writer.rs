@@ -72,6 +72,8 @@ impl Writer {
             let outcome = match &result {
                 Ok(()) => WriteOutcome::Written,
                 Err(WriteError::Api(kube::Error::Api(e))) if e.code == 404 => WriteOutcome::Missing,
+                // The apiserver itself is struggling (restarting, overloaded): retry soon.
+                Err(WriteError::Api(kube::Error::Api(e))) if e.code >= 500 || e.code == 429 => WriteOutcome::Unreachable,
                 Err(WriteError::Api(kube::Error::Api(_))) => WriteOutcome::Refused,
                 Err(_) => WriteOutcome::Unreachable,
             };
@@ -99,16 +101,22 @@ impl Writer {
         }
     }
 
+    /// Deletes the reports whose TTL has run out, each while the fence is open and bounded in
+    /// time like a write; a failed deletion stays for the next round.
     pub async fn expire_deleted(&mut self) {
-        if !self.may_write() {
-            return;
-        }
         for (uid, namespace) in self.store.take_expired(jiff::Timestamp::now()) {
+            if !self.may_write() {
+                return;
+            }
             let api: Api<PodLifecycle> = Api::namespaced(self.client.clone(), &namespace);
-            match api.delete(&uid, &DeleteParams::default()).await {
-                Ok(_) => tracing::info!(%uid, %namespace, "deleted report after its TTL"),
-                Err(kube::Error::Api(e)) if e.code == 404 => {}
-                Err(e) => tracing::warn!(%uid, %namespace, error = %e, "could not delete expired report"),
+            match tokio::time::timeout(self.timeout, api.delete(&uid, &DeleteParams::default())).await {
+                Ok(Ok(_)) => {
+                    tracing::info!(%uid, %namespace, "deleted report after its TTL");
+                    self.store.expired(&uid);
+                }
+                Ok(Err(kube::Error::Api(e))) if e.code == 404 => self.store.expired(&uid),
+                Ok(Err(e)) => tracing::warn!(%uid, %namespace, error = %e, "could not delete expired report; will retry"),
+                Err(_) => tracing::warn!(%uid, %namespace, "deleting an expired report timed out; will retry"),
             }
         }
     }
