@@ -8,9 +8,9 @@
 //!   its step on the back-off curve, a termination's exit code or finish, a condition's
 //!   transition time, an event counted higher than it happened.
 //!
-//! Entries the report dropped on purpose (its rings and byte budget, counted in `truncated`)
-//! would be "lost" too; the chaos workload stays far below those bounds, and a truncated
-//! report is named as such rather than excused.
+//! - **dropped**: lost, but declared: the report's ring or byte budget dropped its oldest
+//!   entries on purpose and counted them in `truncated`, and the entry is older than the oldest
+//!   one the report still keeps in that list.
 
 use jiff::Timestamp;
 
@@ -36,6 +36,8 @@ pub enum Kind {
     Lost,
     Duplicated,
     MisMeasured,
+    /// Lost to the report's declared bounds (see the module docs).
+    Dropped,
 }
 
 /// One difference, with when it happened (for attributing it to a fault) and what it is.
@@ -60,6 +62,18 @@ impl PodAudit {
     fn find(&mut self, kind: Kind, category: Category, at: Timestamp, detail: String) {
         self.findings.push(Finding { kind, category, at, detail });
     }
+
+    /// A loss, unless the report declared dropping entries of that list and this one is older
+    /// than the oldest it still keeps (`horizon`).
+    fn lose(&mut self, category: Category, at: Timestamp, horizon: Option<Timestamp>, detail: String) {
+        let kind = if horizon.is_some_and(|h| at < h) { Kind::Dropped } else { Kind::Lost };
+        self.find(kind, category, at, detail);
+    }
+}
+
+/// The oldest time a bounded list still holds, if the report declared drops from it.
+fn horizon(declared: u64, oldest: Option<Timestamp>) -> Option<Timestamp> {
+    (declared > 0).then_some(oldest).flatten()
 }
 
 /// Longest common subsequence: the matched pairs (index in `a`, index in `b`).
@@ -105,7 +119,7 @@ fn item<K>(key: K, at: Timestamp, label: String) -> Item<K> {
 /// rest, an entry equal in key only is mis-measured (its time differs); what is left of the
 /// reference is lost, what is left of the report duplicated. Pairing on the time first keeps
 /// one loss from shifting every later pair by one.
-fn sequence<K: PartialEq>(audit: &mut PodAudit, category: Category, reference: &[Item<K>], report: &[Item<K>]) {
+fn sequence<K: PartialEq>(audit: &mut PodAudit, category: Category, reference: &[Item<K>], report: &[Item<K>], bound: Option<Timestamp>) {
     let pairs = lcs(reference, report, |a, b| a.key == b.key && a.time == b.time);
     let mut used: Vec<bool> = (0..report.len()).map(|j| pairs.iter().any(|(_, b)| *b == j)).collect();
     for (i, r) in reference.iter().enumerate() {
@@ -119,7 +133,7 @@ fn sequence<K: PartialEq>(audit: &mut PodAudit, category: Category, reference: &
                 let (got, want) = (report[j].time, r.time);
                 audit.find(Kind::MisMeasured, category, r.at, format!("{} at {got:?}, reference {want:?}", r.label));
             }
-            None => audit.find(Kind::Lost, category, r.at, r.label.clone()),
+            None => audit.lose(category, r.at, bound, r.label.clone()),
         }
     }
     for (j, r) in report.iter().enumerate() {
@@ -151,15 +165,23 @@ fn seconds(from: Timestamp, to: Timestamp) -> f64 {
     to.duration_since(from).as_secs_f64()
 }
 
-fn container(audit: &mut PodAudit, name: &str, r: &ContainerReference, h: Option<&ContainerHistory>, reset_after: f64) {
+fn container(
+    audit: &mut PodAudit,
+    name: &str,
+    r: &ContainerReference,
+    h: Option<&ContainerHistory>,
+    trunc: &crate::lifecycle::history::Truncation,
+    reset_after: f64,
+) {
     let empty = ContainerHistory::new(name, crate::lifecycle::snapshot::ContainerKind::App);
     let h = h.unwrap_or(&empty);
     // States: the set of distinct states, each once.
     let report_states: Vec<_> = h.states.iter().map(|s| (state_key_of(&s.state, s.restart_count), s.at)).collect();
+    let states_bound = horizon(trunc.states + trunc.budget, h.states.front().map(|s| s.at));
     for (key, at) in &r.states {
         audit.observed.push((Category::ContainerState, *at));
         if !report_states.iter().any(|(k, _)| k == key) {
-            audit.find(Kind::Lost, Category::ContainerState, *at, format!("{name}: state {key:?}"));
+            audit.lose(Category::ContainerState, *at, states_bound, format!("{name}: state {key:?}"));
         }
     }
     for (i, (key, at)) in report_states.iter().enumerate() {
@@ -171,16 +193,18 @@ fn container(audit: &mut PodAudit, name: &str, r: &ContainerReference, h: Option
     // Ready and started flips: the same sequence.
     for (which, reference, report) in [("ready", &r.ready, &h.ready), ("started", &r.started, &h.started)] {
         let reference: Vec<_> = reference.iter().map(|(v, at)| item(*v, *at, format!("{name}: {which} -> {v}"))).collect();
+        let bound = horizon(trunc.flips + trunc.budget, report.front().map(|f| f.at));
         let report: Vec<_> = report.iter().map(|f| item(f.value, f.at, format!("{name}: {which} -> {}", f.value))).collect();
-        sequence(audit, Category::Flip, &reference, &report);
+        sequence(audit, Category::Flip, &reference, &report, bound);
     }
     // Terminations, by container id.
     for (id, run) in r.runs.iter().filter(|(_, run)| run.finished_at.is_some()) {
         let at = run.finished_at.unwrap_or(run.seen_at);
         audit.observed.push((Category::Termination, at));
         let recorded: Vec<_> = h.terminations.iter().filter(|t| t.termination.container_id.as_deref() == Some(id.as_str())).collect();
+        let bound = horizon(trunc.terminations + trunc.budget, h.terminations.front().and_then(|t| t.termination.finished_at));
         match recorded.as_slice() {
-            [] => audit.find(Kind::Lost, Category::Termination, at, format!("{name}: run {id} exit {:?}", run.exit_code)),
+            [] => audit.lose(Category::Termination, at, bound, format!("{name}: run {id} exit {:?}", run.exit_code)),
             [t] => {
                 if Some(t.termination.exit_code) != run.exit_code || t.termination.finished_at != run.finished_at {
                     audit.find(
@@ -220,7 +244,10 @@ fn container(audit: &mut PodAudit, name: &str, r: &ContainerReference, h: Option
             r.runs.values().find(|run| run.number == Some(number - 1)).and_then(|run| Some(seconds(run.started_at?, run.finished_at?)));
         step = if previous_ran.is_some_and(|s| s > reset_after) { 1 } else { step + 1 };
         let recorded: Vec<_> = h.restarts.iter().filter(|x| x.number == number).collect();
+        let oldest = h.restarts.front().map(|x| x.number);
+        let dropped = trunc.restarts + trunc.budget > 0 && oldest.is_some_and(|o| number < o);
         match recorded.as_slice() {
+            [] if dropped => audit.find(Kind::Dropped, Category::Restart, at, format!("{name}: restart #{number}")),
             [] => audit.find(Kind::Lost, Category::Restart, at, format!("{name}: restart #{number}")),
             [x] => {
                 let expected = gap.map(|(f, s)| seconds(f, s));
@@ -260,7 +287,14 @@ pub fn audit_pod(reference: &PodReference, report: &PodHistory, reset_after_seco
     let reference_phases: Vec<_> = reference.phases.iter().map(|(p, at)| item(p.clone(), *at, format!("phase {p}"))).collect();
     let report_phases: Vec<_> =
         report.phases.iter().map(|p| item(p.phase.as_str().to_string(), p.at, format!("phase {}", p.phase.as_str()))).collect();
-    sequence(&mut audit, Category::Phase, &reference_phases, &report_phases);
+    let t = &report.truncated;
+    sequence(
+        &mut audit,
+        Category::Phase,
+        &reference_phases,
+        &report_phases,
+        horizon(t.phases + t.budget, report.phases.front().map(|p| p.at)),
+    );
     let mut types: Vec<&str> = reference.conditions.iter().map(|c| c.type_.as_str()).collect();
     types.sort_unstable();
     types.dedup();
@@ -286,17 +320,19 @@ pub fn audit_pod(reference: &PodReference, report: &PodHistory, reset_after_seco
                 label: format!("{type_} {}", c.status),
             })
             .collect();
-        sequence(&mut audit, Category::Condition, &reference_items, &report_items);
+        let bound = horizon(t.conditions + t.budget, report.conditions.front().map(|c| c.at));
+        sequence(&mut audit, Category::Condition, &reference_items, &report_items, bound);
     }
     for (name, c) in &reference.containers {
-        container(&mut audit, name, c, report.containers.iter().find(|h| &h.name == name), reset_after_seconds);
+        container(&mut audit, name, c, report.containers.iter().find(|h| &h.name == name), &report.truncated, reset_after_seconds);
     }
     // Events: each once, never counted higher than it happened.
     for (uid, e) in &reference.events {
         audit.observed.push((Category::Event, e.seen_at));
         let recorded: Vec<_> = report.events.iter().filter(|r| &r.uid == uid).collect();
+        let bound = horizon(report.truncated.events + report.truncated.budget, report.events.iter().filter_map(|r| r.first_seen).min());
         match recorded.as_slice() {
-            [] => audit.find(Kind::Lost, Category::Event, e.seen_at, format!("event {} {}", e.reason, e.message)),
+            [] => audit.lose(Category::Event, e.seen_at, bound, format!("event {} {}", e.reason, e.message)),
             [r] if r.count > e.count => {
                 audit.find(
                     Kind::MisMeasured,

@@ -111,6 +111,21 @@ mod tests {
     }
 
     #[test]
+    fn entries_the_report_dropped_to_its_bounds_are_declared_not_lost() {
+        let (reference, report) = both(include_str!("../../tests/fixtures/liveness.jsonl"));
+        let mut trimmed = report.clone();
+        trimmed.containers[0].ready.pop_front();
+        assert_eq!(kinds(&audit_pod(&reference, &trimmed, 600.0)), [(Kind::Lost, Category::Flip)], "silently: lost");
+        trimmed.truncated.flips = 1;
+        assert_eq!(kinds(&audit_pod(&reference, &trimmed, 600.0)), [(Kind::Dropped, Category::Flip)], "counted and oldest: dropped");
+        // A counted drop does not excuse a newer entry going missing.
+        let mut newer = report.clone();
+        newer.truncated.flips = 1;
+        newer.containers[0].ready.pop_back();
+        assert_eq!(kinds(&audit_pod(&reference, &newer, 600.0)), [(Kind::Lost, Category::Flip)]);
+    }
+
+    #[test]
     fn lost_flips_phases_and_replayed_events_are_named() {
         let (reference, report) = both(include_str!("../../tests/fixtures/liveness.jsonl"));
         let mut flips = report.clone();

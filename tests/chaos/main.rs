@@ -155,6 +155,8 @@ struct Row {
     lost: usize,
     duplicated: usize,
     mis_measured: usize,
+    /// Dropped to a report's declared bounds (counted in its `truncated`): by design.
+    dropped: usize,
     recoveries: Vec<f64>,
     failed_runs: u32,
 }
@@ -320,9 +322,8 @@ async fn run_mode(client: &Client, mode: Mode, faults: &[Fault], runs: u32, spac
             let Some((_, back)) = ops.wait_leader(client, None, Duration::from_secs(60)).await else {
                 return Err("no replica became leader within 60 s".into());
             };
-            let mut inj = Injection { fault: Fault::Switch, started, back: Some(back), recovery: None, note: String::new() };
-            inj.recovery = recovery(client, &namespaces, back).await;
-            injections.push(inj);
+            let (recovered, note) = recovery(client, &namespaces, back).await;
+            injections.push(Injection { fault: Fault::Switch, started, back: Some(back), recovery: recovered, note });
             tokio::time::sleep(Duration::from_secs(10)).await;
         }
         for _ in 0..runs {
@@ -330,7 +331,11 @@ async fn run_mode(client: &Client, mode: Mode, faults: &[Fault], runs: u32, spac
                 let next = Instant::now() + spacing;
                 let mut inj = inject(client, &http, &proxy, &mut ops, *fault).await;
                 if let Some(back) = inj.back {
-                    inj.recovery = recovery(client, &namespaces, back).await;
+                    let (seconds, waited) = recovery(client, &namespaces, back).await;
+                    inj.recovery = seconds;
+                    if !waited.is_empty() {
+                        inj.note = if inj.note.is_empty() { waited } else { format!("{}; {waited}", inj.note) };
+                    }
                 }
                 log(format!(
                     "{}: back {:?}, report current after {:?} s{}",
@@ -401,6 +406,7 @@ async fn run_mode(client: &Client, mode: Mode, faults: &[Fault], runs: u32, spac
                 Kind::Lost => row.lost += 1,
                 Kind::Duplicated => row.duplicated += 1,
                 Kind::MisMeasured => row.mis_measured += 1,
+                Kind::Dropped => row.dropped += 1,
             }
             findings.push(format!(
                 "{} {ns}/{pod}: {:?} {:?}{}: {}",
@@ -544,41 +550,50 @@ async fn take_over(leases: &Api<Lease>) -> Result<(), String> {
     Ok(())
 }
 
-/// Whether a report covers a pod's status: its restart counts, its current container states
-/// and its conditions as they stand. Monotone: once covered, later changes keep it covered.
-fn covers(report: &PodHistory, pod: &Pod) -> bool {
-    let Some(status) = &pod.status else { return true };
+/// Why a report does not yet cover a pod's status (its restart counts, its current container
+/// states and its conditions as they stand), or `None` if it does. Monotone: once covered,
+/// later changes keep it covered.
+fn uncovered(report: Option<&PodHistory>, pod: &Pod) -> Option<String> {
+    let Some(status) = &pod.status else { return None };
+    let Some(report) = report else { return Some("no report yet".into()) };
     let containers = status.init_container_statuses.iter().flatten().chain(status.container_statuses.iter().flatten());
     for c in containers {
-        let Some(h) = report.containers.iter().find(|h| h.name == c.name) else { return false };
+        let Some(h) = report.containers.iter().find(|h| h.name == c.name) else { return Some(format!("no container {}", c.name)) };
         if h.restart_count < c.restart_count {
-            return false;
+            return Some(format!("{}: restart count {} < {}", c.name, h.restart_count, c.restart_count));
         }
         if let Some(started) = c.state.as_ref().and_then(|s| s.running.as_ref()).and_then(|r| r.started_at.as_ref()) {
             let seen = h.states.iter().any(
                 |s| matches!(s.state, podlife::lifecycle::snapshot::ContainerState::Running { started_at: Some(t) } if t == started.0),
             );
             if !seen && h.restart_count == c.restart_count {
-                return false;
+                return Some(format!("{}: running since {} not recorded", c.name, started.0));
             }
         }
     }
-    status.conditions.iter().flatten().all(|c| {
-        report
+    status.conditions.iter().flatten().find_map(|c| {
+        let recorded = report
             .conditions
             .iter()
-            .any(|r| r.type_ == c.type_ && r.status == c.status && Some(r.at) == c.last_transition_time.as_ref().map(|t| t.0))
+            .any(|r| r.type_ == c.type_ && r.status == c.status && Some(r.at) == c.last_transition_time.as_ref().map(|t| t.0));
+        (!recorded)
+            .then(|| format!("condition {} {} since {:?} not recorded", c.type_, c.status, c.last_transition_time.as_ref().map(|t| t.0)))
     })
 }
 
-/// Seconds from `back` until every pod's report covers the pod's status as listed at `back`
-/// (`None` if that takes more than 60 s).
-async fn recovery(client: &Client, namespaces: &[String], back: Timestamp) -> Option<f64> {
+/// Seconds from `back` until every pod's report covers the pod's status as listed at `back`,
+/// with what was still missing half-way (`None` if that takes more than 60 s).
+async fn recovery(client: &Client, namespaces: &[String], back: Timestamp) -> (Option<f64>, String) {
     let mut pods = Vec::new();
     for ns in namespaces {
-        pods.extend(Api::<Pod>::namespaced(client.clone(), ns).list(&ListParams::default()).await.ok()?.items);
+        match Api::<Pod>::namespaced(client.clone(), ns).list(&ListParams::default()).await {
+            Ok(list) => pods.extend(list.items),
+            Err(e) => return (None, format!("could not list pods: {e}")),
+        }
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(60);
+    let mut waited_for = String::new();
     loop {
         let mut reports = BTreeMap::new();
         for ns in namespaces {
@@ -586,14 +601,18 @@ async fn recovery(client: &Client, namespaces: &[String], back: Timestamp) -> Op
                 reports.extend(list.items.into_iter().filter_map(|r| Some((r.spec.pod_uid.clone(), r.status?))));
             }
         }
-        let current = pods
-            .iter()
-            .all(|p| p.metadata.deletion_timestamp.is_some() || reports.get(&p.uid().unwrap_or_default()).is_some_and(|r| covers(r, p)));
-        if current {
-            return Some(Timestamp::now().duration_since(back).as_secs_f64().max(0.0));
+        let missing = pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none()).find_map(|p| {
+            uncovered(reports.get(&p.uid().unwrap_or_default()), p)
+                .map(|why| format!("{}/{}: {why}", p.namespace().unwrap_or_default(), p.name_any()))
+        });
+        let Some(missing) = missing else {
+            return (Some(Timestamp::now().duration_since(back).as_secs_f64().max(0.0)), waited_for);
+        };
+        if started.elapsed() >= Duration::from_secs(2) && waited_for.is_empty() {
+            waited_for = format!("waited for {missing}");
         }
         if Instant::now() > deadline {
-            return None;
+            return (None, format!("still missing after 60 s: {missing}"));
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -627,14 +646,17 @@ fn render(results: &[ModeResult], profile: &str, runs: u32, command: &str, start
     );
     let _ = writeln!(
         md,
-        "Workload: in each of two namespaces, two crash loops (runs of 4 s and 7 s), a liveness kill every cycle, a readiness flap (8 s / 8 s) and a native sidecar told to `/quitquitquit` every 20 s; the oldest crash loop is replaced every 60 s. The reference is the suite's own pod and event watch, straight to the apiserver; each report is compared with it entry by entry (`src/audit`): a transition the reference saw that the report lacks is **lost**, one the report has twice or the reference never saw is **duplicated**, a restart gap, back-off step, exit code, finish time, condition time or event count that differs is **mis-measured**. Recovery: from the component being back (process started, health check answering, or a replica holding the lease again) until every pod's report covers the pod's status as listed at that moment; bound {} s.\n",
+        "Workload: in each of two namespaces, two crash loops (runs of 4 s and 7 s), a liveness kill every cycle, a readiness flap (8 s / 8 s) and a native sidecar told to `/quitquitquit` every 20 s; the oldest crash loop is replaced every 60 s. The reference is the suite's own pod and event watch, straight to the apiserver; each report is compared with it entry by entry (`src/audit`): a transition the reference saw that the report lacks is **lost**, one the report has twice or the reference never saw is **duplicated**, a restart gap, back-off step, exit code, finish time, condition time or event count that differs is **mis-measured**; an entry older than everything a report keeps in a list whose drops it counts (its rings and byte budget, by design) is **dropped**, shown but not a failure; pods are replaced every few minutes so that none should reach those bounds. Recovery: from the component being back (process started, health check answering, or a replica holding the lease again) until every pod's report covers the pod's status as listed at that moment; bound {} s.\n",
         RECOVERY_BOUND.as_secs()
     );
     for r in results {
         let _ = writeln!(md, "## {} mode: `podlife-operator {}`\n", r.mode.key(), r.selection);
         let _ = writeln!(md, "{} pods recorded, {} reports.\n", r.pods, r.reports);
-        let _ = writeln!(md, "| fault | runs | transitions observed | lost | duplicated | mis-measured | recovery (median / max) |");
-        let _ = writeln!(md, "|---|---|---|---|---|---|---|");
+        let _ = writeln!(
+            md,
+            "| fault | runs | transitions observed | lost | duplicated | mis-measured | dropped to bounds (declared) | recovery (median / max) |"
+        );
+        let _ = writeln!(md, "|---|---|---|---|---|---|---|---|");
         for (fault, row) in &r.rows {
             let mut rec = row.recoveries.clone();
             rec.sort_by(f64::total_cmp);
@@ -643,13 +665,14 @@ fn render(results: &[ModeResult], profile: &str, runs: u32, command: &str, start
             let failed = if row.failed_runs > 0 { format!(" ({} failed)", row.failed_runs) } else { String::new() };
             let _ = writeln!(
                 md,
-                "| {} | {}{failed} | {} | {} | {} | {} | {recovery} |",
+                "| {} | {}{failed} | {} | {} | {} | {} | {} | {recovery} |",
                 fault.map_or("none (warm-up)", Fault::title),
                 row.runs,
                 row.observed,
                 row.lost,
                 row.duplicated,
-                row.mis_measured
+                row.mis_measured,
+                row.dropped
             );
         }
         let _ = writeln!(md, "\n<details><summary>Injections</summary>\n");

@@ -3,8 +3,10 @@
 //!
 //! Per namespace: two crash loops (runs of 4 s and 7 s), a liveness kill (healthy for 15 s,
 //! then failing), a readiness flap (8 s ready, 8 s not), and a pod whose native sidecar is
-//! told to `/quitquitquit` every 20 s. Every 60 s the oldest crash loop is deleted and a new
-//! one created, so there are always young back-off curves and deletions.
+//! told to `/quitquitquit` every 20 s. Every 60 s the oldest pod is deleted and replaced by a
+//! new one of the same kind, so there are always young back-off curves and deletions, and no
+//! pod lives long enough (about 5 minutes) to fill its report's rings: the suite tests that
+//! nothing is lost, not the bounds that drop the oldest entries on purpose.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -16,6 +18,9 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
 
 pub const TARGET_IMAGE: &str = concat!("localhost/podlife-target:", env!("CARGO_PKG_VERSION"));
+
+/// The kinds of pod in each namespace.
+const KINDS: [&str; 5] = ["crash-4s", "crash-7s", "liveness", "flap", "sidecar"];
 
 pub struct Workload {
     client: Client,
@@ -45,41 +50,49 @@ impl Workload {
         spec["terminationGracePeriodSeconds"] = json!(2);
         serde_json::from_value(json!({
             "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "labels": {self.label.0.clone(): self.label.1.clone(), "podlife.io/chaos-role": name.split('-').next().unwrap_or(name)}},
+            "metadata": {"name": name, "labels": {self.label.0.clone(): self.label.1.clone()}},
             "spec": spec,
         }))
         .map_err(|e| e.to_string())
     }
 
-    fn crash(&self, generation: u32, run: &str, code: u32) -> Result<Pod, String> {
-        self.pod(&format!("crash-{generation}"), json!({"containers": [target("app", &["--exit-after", &format!("{run}:{code}")])]}))
-    }
-
-    fn fixed(&self) -> Result<Vec<Pod>, String> {
-        let mut live = target("app", &["--liveness", "ok for 15s, then fail"]);
-        live["livenessProbe"] = json!({"httpGet": {"path": "/healthz", "port": 8080}, "periodSeconds": 1, "failureThreshold": 3});
-        let mut flap = target("app", &["--readiness", "ok for 8s, fail for 8s, repeat"]);
-        flap["readinessProbe"] = json!({"httpGet": {"path": "/readyz", "port": 8080}, "periodSeconds": 1, "failureThreshold": 1});
-        let mut sidecar =
-            target("sidecar", &["--probe-port", "8180", "--control-port", "9190", "--grpc-port", "9100", "--tcp-ports", "0,0,0"]);
-        sidecar["restartPolicy"] = json!("Always");
-        sidecar["readinessProbe"] = json!({"httpGet": {"path": "/readyz", "port": 8180}, "periodSeconds": 1});
-        Ok(vec![
-            self.pod("liveness", json!({"containers": [live]}))?,
-            self.pod("flap", json!({"containers": [flap]}))?,
-            self.pod("sidecar", json!({"initContainers": [sidecar], "containers": [target("app", &[])]}))?,
-        ])
+    /// One pod of a kind: `crash-4s`, `crash-7s`, `liveness`, `flap` or `sidecar`.
+    fn of_kind(&self, kind: &str) -> Result<Pod, String> {
+        let generation = self.generation.fetch_add(1, Ordering::SeqCst);
+        let name = format!("{kind}-{generation}");
+        let spec = match kind {
+            "crash-4s" => json!({"containers": [target("app", &["--exit-after", "4s:1"])]}),
+            "crash-7s" => json!({"containers": [target("app", &["--exit-after", "7s:2"])]}),
+            "liveness" => {
+                let mut live = target("app", &["--liveness", "ok for 15s, then fail"]);
+                live["livenessProbe"] = json!({"httpGet": {"path": "/healthz", "port": 8080}, "periodSeconds": 1, "failureThreshold": 3});
+                json!({"containers": [live]})
+            }
+            "flap" => {
+                let mut flap = target("app", &["--readiness", "ok for 8s, fail for 8s, repeat"]);
+                flap["readinessProbe"] = json!({"httpGet": {"path": "/readyz", "port": 8080}, "periodSeconds": 1, "failureThreshold": 1});
+                json!({"containers": [flap]})
+            }
+            "sidecar" => {
+                let mut sidecar =
+                    target("sidecar", &["--probe-port", "8180", "--control-port", "9190", "--grpc-port", "9100", "--tcp-ports", "0,0,0"]);
+                sidecar["restartPolicy"] = json!("Always");
+                sidecar["readinessProbe"] = json!({"httpGet": {"path": "/readyz", "port": 8180}, "periodSeconds": 1});
+                json!({"initContainers": [sidecar], "containers": [target("app", &[])]})
+            }
+            other => return Err(format!("no workload kind {other}")),
+        };
+        let mut pod = self.pod(&name, spec)?;
+        pod.labels_mut().insert("podlife.io/chaos-role".into(), kind.into());
+        Ok(pod)
     }
 
     /// Creates every pod, then keeps the churn going in the background.
     pub async fn start(&mut self) -> Result<(), String> {
         for ns in &self.namespaces {
             let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
-            let mut pods = self.fixed()?;
-            for (run, code) in [("4s", 1), ("7s", 2)] {
-                pods.push(self.crash(self.generation.fetch_add(1, Ordering::SeqCst), run, code)?);
-            }
-            for pod in pods {
+            for kind in KINDS {
+                let pod = self.of_kind(kind)?;
                 api.create(&PostParams::default(), &pod).await.map_err(|e| format!("create {} in {ns}: {e}", pod.name_any()))?;
             }
         }
@@ -101,35 +114,33 @@ impl Workload {
             tokio::time::sleep(Duration::from_secs(20)).await;
             tick += 1;
             for ns in &self.namespaces {
-                let path = format!("/api/v1/namespaces/{ns}/pods/sidecar:9190/proxy/quitquitquit");
-                if let Ok(req) = http::Request::builder().method("POST").uri(path).body(Vec::new()) {
-                    let _ = self.client.request_text(req).await;
+                let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+                let sidecars =
+                    api.list(&ListParams::default().labels("podlife.io/chaos-role=sidecar")).await.map(|l| l.items).unwrap_or_default();
+                for pod in sidecars.iter().filter(|p| p.metadata.deletion_timestamp.is_none()) {
+                    let path = format!("/api/v1/namespaces/{ns}/pods/{}:9190/proxy/quitquitquit", pod.name_any());
+                    if let Ok(req) = http::Request::builder().method("POST").uri(path).body(Vec::new()) {
+                        let _ = self.client.request_text(req).await;
+                    }
                 }
                 if tick.is_multiple_of(3) {
-                    let _ = self.replace_oldest_crash(ns).await;
+                    let _ = self.replace_oldest(ns).await;
                 }
             }
         }
     }
 
-    async fn replace_oldest_crash(&self, ns: &str) -> Result<(), String> {
+    /// Deletes the oldest pod of the namespace and creates a new one of its kind.
+    async fn replace_oldest(&self, ns: &str) -> Result<(), String> {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
-        let crashes = api.list(&ListParams::default().labels("podlife.io/chaos-role=crash")).await.map_err(|e| e.to_string())?;
-        let Some(oldest) = crashes.items.iter().filter(|p| p.metadata.deletion_timestamp.is_none()).min_by_key(|p| p.creation_timestamp())
+        let pods = api.list(&ListParams::default().labels("podlife.io/chaos-role")).await.map_err(|e| e.to_string())?;
+        let Some(oldest) = pods.items.iter().filter(|p| p.metadata.deletion_timestamp.is_none()).min_by_key(|p| p.creation_timestamp())
         else {
             return Ok(());
         };
-        let run = oldest
-            .spec
-            .as_ref()
-            .and_then(|s| s.containers[0].args.as_ref())
-            .and_then(|a| a.get(1))
-            .cloned()
-            .unwrap_or_else(|| "4s:1".into());
-        let (run, code) = run.split_once(':').unwrap_or(("4s", "1"));
+        let kind = oldest.labels().get("podlife.io/chaos-role").cloned().unwrap_or_default();
         api.delete(&oldest.name_any(), &DeleteParams::default()).await.map_err(|e| e.to_string())?;
-        let pod = self.crash(self.generation.fetch_add(1, Ordering::SeqCst), run, code.parse().unwrap_or(1))?;
-        api.create(&PostParams::default(), &pod).await.map_err(|e| e.to_string())?;
+        api.create(&PostParams::default(), &self.of_kind(&kind)?).await.map_err(|e| e.to_string())?;
         Ok(())
     }
 
