@@ -25,6 +25,30 @@ struct Streak {
     last_error: Option<Instant>,
 }
 
+/// A watch that has failed without a break for this long is started over with a fresh list.
+/// kube-runtime's watcher starts over only on 410 and otherwise resumes from the same
+/// resourceVersion; an apiserver can answer that same resume with the same other error for
+/// good (seen here: "etcd event received with PrevKv=nil" for a label-selected pod watch after
+/// etcd compacted past a previous value), and the operator would record nothing until restarted.
+pub const RESTART_AFTER: Duration = Duration::from_secs(10);
+
+/// Tracks one watch's run of errors, to tell when to start it over.
+#[derive(Debug, Default)]
+pub struct FailingSince(Option<Instant>);
+
+impl FailingSince {
+    /// An item arrived: the watch works.
+    pub fn ok(&mut self) {
+        self.0 = None;
+    }
+
+    /// An error at `now`; true once errors have come without a break for [`RESTART_AFTER`].
+    pub fn failed(&mut self, now: Instant) -> bool {
+        let since = *self.0.get_or_insert(now);
+        now.duration_since(since) >= RESTART_AFTER
+    }
+}
+
 /// The health of every named watch, and whether the first lists are in.
 #[derive(Debug)]
 pub struct WatchHealth {
@@ -100,6 +124,17 @@ mod tests {
         h.error("pods", t0 + Duration::from_secs(200));
         h.ok("pods");
         assert!(h.ready(t0 + Duration::from_secs(200)));
+    }
+
+    #[test]
+    fn a_watch_failing_without_a_break_is_started_over_and_an_item_ends_the_run() {
+        let mut f = FailingSince::default();
+        let t0 = Instant::now();
+        assert!(!f.failed(t0));
+        assert!(!f.failed(t0 + Duration::from_secs(9)));
+        assert!(f.failed(t0 + RESTART_AFTER));
+        f.ok();
+        assert!(!f.failed(t0 + Duration::from_secs(30)), "a new run of errors starts from zero");
     }
 
     #[test]

@@ -436,14 +436,14 @@ enum CatchUp {
 /// Replays a scope's pod changes from `from` up to `until` by watching from `from`: the
 /// apiserver's watch cache keeps at least the last 75 s of changes, so an operator restart,
 /// a fail-over or a short outage loses no intermediate status. Bounded: each round ends
-/// after 2 s, the whole replay after 30 s.
+/// after 1 s, the whole replay after 30 s.
 async fn catch_up(w: &PodWatch, from: u64, until: u64, store: &Store) -> CatchUp {
     use kube::api::{WatchEvent, WatchParams};
     let replay = async {
         let mut position = from;
         let mut replayed = 0;
         loop {
-            let mut wp = WatchParams::default().timeout(2);
+            let mut wp = WatchParams::default().timeout(1);
             if let Some(labels) = &w.labels {
                 wp = wp.labels(labels);
             }
@@ -529,19 +529,27 @@ async fn watch_pods(client: Client, store: Arc<Store>, selection: Selection, hea
             if let Some(labels) = &w.labels {
                 cfg = cfg.labels(labels);
             }
-            let mut stream = std::pin::pin!(watcher(w.api.clone(), cfg).backoff(watch_backoff()));
+            let mut first = true;
+            // Each round is one watcher; a watch failing without a break is started over.
+            loop {
+            let mut stream = std::pin::pin!(watcher(w.api.clone(), cfg.clone()).backoff(watch_backoff()));
+            let mut failing = health::FailingSince::default();
             // A relist's pods, trimmed, held back while a catch-up replays what came before.
             let mut relist: Option<Vec<crate::lifecycle::PodSnapshot>> = None;
-            let mut first = true;
             while let Some(item) = stream.next().await {
                 let event = match item {
                     Ok(event) => {
                         health.ok("pods");
+                        failing.ok();
                         event
                     }
                     Err(e) => {
                         health.error("pods", Instant::now());
                         tracing::warn!(error = %e, watch = "pods", "watch error; retrying");
+                        if failing.failed(Instant::now()) {
+                            tracing::warn!(scope = ?w.scope, "the pod watch has failed for {} s without a break: starting over with a fresh list", health::RESTART_AFTER.as_secs());
+                            break;
+                        }
                         continue;
                     }
                 };
@@ -595,6 +603,7 @@ async fn watch_pods(client: Client, store: Arc<Store>, selection: Selection, hea
                     watcher::Event::Apply(pod) => store.observe_pod(&pod, crate::lifecycle::Source::Live, false),
                     watcher::Event::Delete(pod) => store.observe_pod(&pod, crate::lifecycle::Source::Live, true),
                 }
+            }
             }
         }
     });
@@ -657,8 +666,31 @@ async fn watch_events(
         let health = Arc::clone(&health);
         let cfg = cfg.clone();
         async move {
-            let stream = events_in_order(watcher(api, cfg).backoff(watch_backoff()));
-            keep_watching_with(stream, "events", Some(&health), &mut |event: Event| store.observe_event(&event)).await;
+            // Each round is one watcher; a watch failing without a break is started over.
+            loop {
+                let mut stream = std::pin::pin!(events_in_order(watcher(api.clone(), cfg.clone()).backoff(watch_backoff())));
+                let mut failing = health::FailingSince::default();
+                while let Some(item) = stream.next().await {
+                    match item {
+                        Ok(event) => {
+                            health.ok("events");
+                            failing.ok();
+                            store.observe_event(&event);
+                        }
+                        Err(e) => {
+                            health.error("events", Instant::now());
+                            tracing::warn!(error = %e, watch = "events", "watch error; retrying");
+                            if failing.failed(Instant::now()) {
+                                tracing::warn!(
+                                    "the event watch has failed for {} s without a break: starting over with a fresh list",
+                                    health::RESTART_AFTER.as_secs()
+                                );
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
         }
     });
     let _ = futures::future::join_all(streams).await;
