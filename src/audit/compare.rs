@@ -66,7 +66,7 @@ impl PodAudit {
     /// A loss, unless the report declared dropping entries of that list and this one is older
     /// than the oldest it still keeps (`horizon`).
     fn lose(&mut self, category: Category, at: Timestamp, horizon: Option<Timestamp>, detail: String) {
-        let kind = if horizon.is_some_and(|h| at < h) { Kind::Dropped } else { Kind::Lost };
+        let kind = if horizon.is_some_and(|h| at <= h) { Kind::Dropped } else { Kind::Lost };
         self.find(kind, category, at, detail);
     }
 }
@@ -76,28 +76,33 @@ fn horizon(declared: u64, oldest: Option<Timestamp>) -> Option<Timestamp> {
     (declared > 0).then_some(oldest).flatten()
 }
 
-/// Longest common subsequence: the matched pairs (index in `a`, index in `b`).
+/// Longest common subsequence: the matched pairs (index in `a`, index in `b`). Of equally
+/// long matchings it prefers the one that pairs the newest entries: a report's rings keep the
+/// newest, so a truncated report is the end of the reference, and for an alternating sequence
+/// (ready true, false, true ...) matching from the start would pair it with the oldest.
 fn lcs<A, B>(a: &[A], b: &[B], eq: impl Fn(&A, &B) -> bool) -> Vec<(usize, usize)> {
     let (n, m) = (a.len(), b.len());
+    // t[i][j]: the longest common subsequence of a[..i] and b[..j].
     let mut t = vec![vec![0u32; m + 1]; n + 1];
-    for i in (0..n).rev() {
-        for j in (0..m).rev() {
-            t[i][j] = if eq(&a[i], &b[j]) { t[i + 1][j + 1] + 1 } else { t[i + 1][j].max(t[i][j + 1]) };
+    for i in 1..=n {
+        for j in 1..=m {
+            t[i][j] = if eq(&a[i - 1], &b[j - 1]) { t[i - 1][j - 1] + 1 } else { t[i - 1][j].max(t[i][j - 1]) };
         }
     }
     let mut pairs = Vec::new();
-    let (mut i, mut j) = (0, 0);
-    while i < n && j < m {
-        if eq(&a[i], &b[j]) {
-            pairs.push((i, j));
-            i += 1;
-            j += 1;
-        } else if t[i + 1][j] >= t[i][j + 1] {
-            i += 1;
+    let (mut i, mut j) = (n, m);
+    while i > 0 && j > 0 {
+        if eq(&a[i - 1], &b[j - 1]) {
+            pairs.push((i - 1, j - 1));
+            i -= 1;
+            j -= 1;
+        } else if t[i - 1][j] >= t[i][j - 1] {
+            i -= 1;
         } else {
-            j += 1;
+            j -= 1;
         }
     }
+    pairs.reverse();
     pairs
 }
 
@@ -133,7 +138,12 @@ fn sequence<K: PartialEq>(audit: &mut PodAudit, category: Category, reference: &
                 let (got, want) = (report[j].time, r.time);
                 audit.find(Kind::MisMeasured, category, r.at, format!("{} at {got:?}, reference {want:?}", r.label));
             }
-            None => audit.lose(category, r.at, bound, r.label.clone()),
+            // A condition is placed by its own transition time, as the report's entries are.
+            None => {
+                let placed = r.time.unwrap_or(r.at);
+                let kind = if bound.is_some_and(|h| placed <= h) { Kind::Dropped } else { Kind::Lost };
+                audit.find(kind, category, r.at, r.label.clone());
+            }
         }
     }
     for (j, r) in report.iter().enumerate() {

@@ -118,6 +118,13 @@ mod tests {
         assert_eq!(kinds(&audit_pod(&reference, &trimmed, 600.0)), [(Kind::Lost, Category::Flip)], "silently: lost");
         trimmed.truncated.flips = 1;
         assert_eq!(kinds(&audit_pod(&reference, &trimmed, 600.0)), [(Kind::Dropped, Category::Flip)], "counted and oldest: dropped");
+        // Rings keep the newest: a report missing its oldest flips lines up with the newest ones
+        // of the reference, though ready values alternate and could pair either way.
+        let mut ring = report.clone();
+        ring.containers[0].ready.pop_front();
+        ring.containers[0].ready.pop_front();
+        ring.truncated.flips = 2;
+        assert_eq!(kinds(&audit_pod(&reference, &ring, 600.0)), [(Kind::Dropped, Category::Flip), (Kind::Dropped, Category::Flip)]);
         // A counted drop does not excuse a newer entry going missing.
         let mut newer = report.clone();
         newer.truncated.flips = 1;

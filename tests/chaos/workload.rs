@@ -3,10 +3,11 @@
 //!
 //! Per namespace: two crash loops (runs of 4 s and 7 s), a liveness kill (healthy for 15 s,
 //! then failing), a readiness flap (8 s ready, 8 s not), and a pod whose native sidecar is
-//! told to `/quitquitquit` every 20 s. Every 60 s the oldest pod is deleted and replaced by a
+//! told to `/quitquitquit` every 20 s. Every 40 s the oldest pod is deleted and replaced by a
 //! new one of the same kind, so there are always young back-off curves and deletions, and no
-//! pod lives long enough (about 5 minutes) to fill its report's rings: the suite tests that
-//! nothing is lost, not the bounds that drop the oldest entries on purpose.
+//! pod lives long enough (about 3.5 minutes; a flap fills its 64 ready flips in 8.5) to fill its
+//! report's rings: the suite tests that nothing is lost, not the bounds that drop the oldest
+//! entries on purpose.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -123,7 +124,7 @@ impl Workload {
                         let _ = self.client.request_text(req).await;
                     }
                 }
-                if tick.is_multiple_of(3) {
+                if tick.is_multiple_of(2) {
                     let _ = self.replace_oldest(ns).await;
                 }
             }
