@@ -67,18 +67,25 @@ build_etcd() {
   touch "$stamp"
 }
 
-build_helm() {
-  local stamp="$HELM_BIN/.complete"
-  if [[ -f "$stamp" ]]; then log "helm $HELM_VERSION cached in $HELM_BIN"; return; fi
-  mkdir -p "$HELM_BIN"
-  CGO_ENABLED=0 GOBIN="$HELM_BIN" go install -trimpath -ldflags "-s -w" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
-  touch "$stamp"
+# go_tool NAME VERSION BIN_DIR PACKAGE: `go install PACKAGE@VERSION` into BIN_DIR, once per version.
+go_tool() {
+  local name=$1 version=$2 dir=$3 package=$4
+  if [[ -f "$dir/.complete" ]]; then log "$name $version cached in $dir"; return; fi
+  mkdir -p "$dir"
+  CGO_ENABLED=0 GOBIN="$dir" go install -trimpath -ldflags "-s -w" "$package@$version"
+  touch "$dir/.complete"
 }
+
+build_helm() { go_tool helm "$HELM_VERSION" "$HELM_BIN" helm.sh/helm/v3/cmd/helm; }
+
+# krew (the kubectl plugin manager) checks podlife's plugin manifest against a local archive.
+build_krew() { go_tool krew "$KREW_VERSION" "$KREW_BIN" sigs.k8s.io/krew/cmd/krew; }
 
 case "${1:-all}" in
   kubernetes) timed build_kubernetes ;;
   etcd) timed build_etcd ;;
   helm) timed build_helm ;;
-  all) timed build_etcd; timed build_kubernetes; timed build_helm ;;
-  *) die "usage: $0 [all|kubernetes|etcd|helm]" ;;
+  krew) timed build_krew ;;
+  all) timed build_etcd; timed build_kubernetes; timed build_helm; timed build_krew ;;
+  *) die "usage: $0 [all|kubernetes|etcd|helm|krew]" ;;
 esac

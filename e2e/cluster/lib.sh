@@ -4,12 +4,14 @@
 K8S_VERSION="${PODLIFE_K8S_VERSION:-v1.34.4}"
 ETCD_VERSION="${PODLIFE_ETCD_VERSION:-v3.6.16}"
 HELM_VERSION="${PODLIFE_HELM_VERSION:-v3.22.0}"
+KREW_VERSION="${PODLIFE_KREW_VERSION:-v0.4.3}"
 
 # Heavy builds are cached by version under a stable directory that survives checkouts.
 CACHE_DIR="${PODLIFE_CACHE_DIR:-/var/cache/podlife}"
 K8S_BIN="$CACHE_DIR/kubernetes/$K8S_VERSION/bin"
 ETCD_BIN="$CACHE_DIR/etcd/$ETCD_VERSION/bin"
 HELM_BIN="$CACHE_DIR/helm/$HELM_VERSION/bin"
+KREW_BIN="$CACHE_DIR/krew/$KREW_VERSION/bin"
 
 # Runtime state of the one local cluster: pids, logs, certs, configs, data.
 STATE_DIR="${PODLIFE_STATE_DIR:-/var/lib/podlife-cluster}"

@@ -1,13 +1,24 @@
-//! kubectl-podlife: a kubectl plugin for podlife's reports. See `kubectl podlife --help`.
+//! kubectl-podlife: a kubectl plugin for podlife's reports and experiments. See `kubectl podlife --help`.
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
-use podlife::cli::{Format, RunFormat, RunOptions, load_experiments, report, run, suite};
+use clap::{CommandFactory, Parser, Subcommand};
+use clap_complete::engine::ArgValueCompleter;
+use podlife::cli::connect::ConnectArgs;
+use podlife::cli::{Created, Format, Outcome, RunFormat, RunOptions, complete, doctor, list, load_experiments, report, run, show, suite};
 
-/// Reads what podlife recorded about your pods.
+/// What podlife recorded about your pods, and experiments that prove what the kubelet does.
+///
+/// Takes kubectl's --kubeconfig, --context and -n/--namespace (default: the context's
+/// namespace). Exit codes: 0 ok; 1 an experiment failed (the kubelet did not do what it
+/// claimed) or doctor found a problem; 2 it could not run (bad input, nothing installed, no
+/// operator accepting experiments, a wait ran out); 130 interrupted (what it created is
+/// deleted first).
 #[derive(Parser, Debug)]
-#[command(name = "kubectl-podlife", version)]
+#[command(name = "kubectl-podlife", version, after_help = "Shell completion: source <(kubectl-podlife completion bash)")]
 struct Cli {
+    #[command(flatten)]
+    connect: ConnectArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -23,24 +34,28 @@ struct Results {
     /// Also write an HTML page with every verdict and timeline picture here.
     #[arg(long)]
     html: Option<std::path::PathBuf>,
+    /// Do not check that the target image is on a node first.
+    #[arg(long)]
+    skip_image_check: bool,
 }
 
 impl Results {
-    fn options(self, parallel: usize) -> (RunFormat, RunOptions) {
-        (self.output, RunOptions { parallel, junit: self.junit, html: self.html })
+    fn options(self, parallel: usize, created: &Created) -> (RunFormat, RunOptions) {
+        (
+            self.output,
+            RunOptions { parallel, junit: self.junit, html: self.html, skip_image_check: self.skip_image_check, created: created.clone() },
+        )
     }
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run ProbeExperiments from YAML files against the cluster (the operator must run with
-    /// experiments enabled). Shows progress, then verdicts and timelines. Exit 0 if all passed,
-    /// 1 if any failed, 2 if they could not run.
+    /// Run ProbeExperiments from YAML files. First checks that the CRDs are installed, that an
+    /// operator runs experiments in the namespace and that the target image is on a node; then
+    /// shows progress, verdicts and timelines. Ctrl-C deletes what it created.
     Run {
-        #[arg(required = true)]
+        #[arg(required = true, value_hint = clap::ValueHint::FilePath)]
         files: Vec<std::path::PathBuf>,
-        #[arg(short, long, default_value = "default", env = "PODLIFE_NAMESPACE")]
-        namespace: String,
         /// Width of the terminal timelines.
         #[arg(long, default_value_t = 100)]
         width: usize,
@@ -51,7 +66,8 @@ enum Command {
         results: Results,
     },
     /// Run a built-in suite. `conformance` reproduces the kubelet's upstream probe and lifecycle
-    /// e2e checks against your cluster, one namespace per case, in parallel. Exit 0 if all passed.
+    /// e2e checks: each case in a new namespace of its own, or all in the namespace -n names
+    /// (one the operator covers, such as podlife-demo after e2e/demo).
     Suite {
         #[arg(value_parser = ["conformance"])]
         name: String,
@@ -70,51 +86,138 @@ enum Command {
     /// expected back-off, probe kills and events.
     Report {
         /// The pod's name.
+        #[arg(add = ArgValueCompleter::new(complete::report_pods))]
         pod: String,
-        #[arg(short, long, default_value = "default", env = "PODLIFE_NAMESPACE")]
-        namespace: String,
         #[arg(short, long, value_enum, default_value_t = Format::Human)]
         output: Format,
         /// Width of the terminal timeline.
         #[arg(long, default_value_t = 100)]
         width: usize,
     },
+    /// The verdicts and timeline of an experiment that ran (or runs).
+    Show {
+        #[arg(add = ArgValueCompleter::new(complete::experiments))]
+        experiment: String,
+        /// Width of the terminal timeline.
+        #[arg(long, default_value_t = 100)]
+        width: usize,
+    },
+    /// The reports, one line per pod, like `kubectl get`.
+    List {
+        /// In every namespace.
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check the setup: CRDs, permissions, operators and the namespaces they cover, the target
+    /// image, each kubelet's version and back-off curve. One line per check, with its fix.
+    Doctor,
+    /// Print a shell completion script: `source <(kubectl-podlife completion bash)`.
+    Completion {
+        #[arg(value_parser = ["bash", "zsh", "fish"])]
+        shell: String,
+    },
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    // Completions first, before any runtime: their cluster lookups run one of their own.
+    // `COMPLETE=bash kubectl-podlife ...`: the shell asking for candidates.
+    clap_complete::CompleteEnv::with_factory(Cli::command).complete();
+    // kubectl's plugin completion, through kubectl_complete-podlife.
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("__complete") {
+        print!("{}", complete::cobra(Cli::command(), &args[2..]));
+        return ExitCode::SUCCESS;
+    }
     let cli = Cli::parse();
+    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime.block_on(run_cli(cli)),
+        Err(e) => {
+            eprintln!("kubectl-podlife: cannot start: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run_cli(cli: Cli) -> ExitCode {
+    if let Command::Completion { shell } = &cli.command {
+        return match complete::script(shell) {
+            Ok(script) => {
+                print!("{script}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("kubectl-podlife: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     if let Command::Run { files, .. } = &cli.command
         && let Err(e) = load_experiments(files)
     {
         eprintln!("kubectl-podlife: {e}");
         return ExitCode::from(2);
     }
-    let result = async {
-        let client = kube::Client::try_default().await.map_err(|e| anyhow::anyhow!("cannot reach the cluster ({e}); check KUBECONFIG"))?;
+    let connection = match cli.connect.connect().await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("kubectl-podlife: {}", podlife::cli::chain(&e));
+            return ExitCode::from(2);
+        }
+    };
+    let (client, namespace) = (connection.client.clone(), connection.namespace.clone());
+    let created = Created::default();
+    let work = async {
+        let out = &mut std::io::stdout().lock();
         match cli.command {
-            Command::Report { pod, namespace, output, width } => {
-                report(&client, &namespace, &pod, output, width, &mut std::io::stdout().lock()).await?
+            Command::Report { pod, output, width } => report(&client, &namespace, &pod, output, width, out).await.map(|()| Outcome::Passed),
+            Command::Show { experiment, width } => show(&client, &namespace, &experiment, width, out).await,
+            Command::List { all_namespaces, json } => {
+                let rows = list::rows(&client, (!all_namespaces).then_some(namespace.as_str())).await?;
+                list::print(&rows, all_namespaces, json, out)?;
+                Ok(Outcome::Passed)
+            }
+            Command::Doctor => {
+                let checks = doctor::checks(&client, &connection.cluster, &namespace).await;
+                doctor::print(&checks, out)?;
+                Ok(if checks.iter().any(|c| c.status == doctor::Status::Failed) { Outcome::Failed } else { Outcome::Passed })
             }
             Command::Suite { name: _, only, parallel, results } => {
-                let (output, options) = results.options(parallel);
-                let (_, failed) = suite(&client, only.as_deref(), output, &options, &mut std::io::stdout().lock()).await?;
-                return anyhow::Ok(failed == 0);
+                let (output, options) = results.options(parallel, &created);
+                let in_namespace = cli.connect.namespace.as_deref();
+                suite(&client, only.as_deref(), in_namespace, output, &options, out).await.map(|(_, _, outcome)| outcome)
             }
-            Command::Run { files, namespace, width, parallel, results } => {
-                let experiments = load_experiments(&files).map_err(anyhow::Error::msg)?;
-                let (output, options) = results.options(parallel);
-                return anyhow::Ok(run(&client, &namespace, experiments, output, width, &options, &mut std::io::stdout().lock()).await?);
+            Command::Run { files, width, parallel, results } => {
+                let experiments = load_experiments(&files).map_err(|e| podlife::cli::Error::Io(std::io::Error::other(e)))?;
+                let (output, options) = results.options(parallel, &created);
+                run(&client, &namespace, experiments, output, width, &options, out).await
             }
+            Command::Completion { .. } => unreachable!("answered above"),
         }
-        anyhow::Ok(true)
-    }
-    .await;
+    };
+    let result = tokio::select! {
+        result = work => result,
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("\nkubectl-podlife: interrupted; cleaning up (Ctrl-C again to leave it)");
+            let cleaned = tokio::select! {
+                said = created.clean_up(&client, Duration::from_secs(60)) => said,
+                _ = tokio::signal::ctrl_c() => "left what it created in place".to_string(),
+            };
+            eprintln!("kubectl-podlife: interrupted; {cleaned}");
+            return ExitCode::from(130);
+        }
+    };
     match result {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::from(1),
+        Ok(Outcome::Passed) => ExitCode::SUCCESS,
+        Ok(Outcome::Failed) => ExitCode::from(1),
+        Ok(Outcome::CouldNotRun) => ExitCode::from(2),
         Err(e) => {
-            eprintln!("kubectl-podlife: {e:#}");
+            eprintln!("kubectl-podlife: {}", podlife::cli::chain(&e));
+            if created.any() {
+                eprintln!("kubectl-podlife: {}", created.clean_up(&client, Duration::from_secs(60)).await);
+            }
             ExitCode::from(2)
         }
     }

@@ -1,6 +1,15 @@
-//! kubectl-podlife: reads podlife's reports. `report POD` prints a pod's timeline.
+//! kubectl-podlife: reads podlife's reports and runs experiments. `report POD` prints a pod's
+//! timeline; `run` and `suite` run experiments after a preflight; `doctor` checks the setup.
+
+pub mod complete;
+pub mod connect;
+pub mod doctor;
+pub mod list;
+pub mod preflight;
 
 use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use kube::api::ListParams;
 use kube::{Api, Client};
@@ -21,7 +30,56 @@ pub enum Error {
     Io(#[from] std::io::Error),
     #[error("encoding JSON")]
     Json(#[from] serde_json::Error),
+    #[error(transparent)]
+    Preflight(#[from] preflight::Missing),
+    #[error(
+        "no podlife operator with experiments enabled picked up experiment {name} in namespace {namespace} within {seconds} s{}",
+        why_not_accepted(namespace, hint.as_ref())
+    )]
+    NotAccepted { namespace: String, name: String, seconds: u64, hint: Option<preflight::Missing> },
+    #[error(
+        "experiment {name} in {namespace} did not finish within its timeout ({seconds} s) and a minute more; is the operator still running?"
+    )]
+    Unfinished { namespace: String, name: String, seconds: u64 },
+    #[error("{what} was still being deleted after {seconds} s")]
+    StillDeleting { what: String, seconds: u64 },
 }
+
+fn why_not_accepted(namespace: &str, hint: Option<&preflight::Missing>) -> String {
+    match hint {
+        Some(m) => format!(": {}\n  fix: {}", m.what, m.fix),
+        None => format!(
+            "\n  fix: install the operator with experiments for {namespace}: helm install podlife charts/podlife --namespace podlife-system --create-namespace --set experiments.enabled=true (or run podlife-operator --experiments)"
+        ),
+    }
+}
+
+/// An error and its causes, as one line: "what failed: why: why".
+#[must_use]
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+/// How long `run` and `suite` wait for the operator to accept the first experiments they
+/// create before concluding that no operator covers the namespace. The operator accepts one
+/// by writing its status as soon as its watch delivers it (well under a second here).
+pub const ACCEPT_TIMEOUT: Duration = Duration::from_secs(3);
+/// The same for experiments started later (a suite's queue): the operator is known to be there,
+/// so this only bounds the wait.
+const LATER_ACCEPT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long to wait when an installed, ready operator covers the namespace: it may be a standby
+/// taking over a lease its predecessor could not release (15 s), as after `helm uninstall`
+/// removes the operator's permissions together with its pod.
+const COVERED_ACCEPT_TIMEOUT: Duration = Duration::from_secs(20);
+/// The longest wait for something being deleted (an earlier run's experiment, a namespace).
+const DELETE_TIMEOUT: Duration = Duration::from_secs(120);
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -148,11 +206,12 @@ pub fn load_experiments(paths: &[std::path::PathBuf]) -> Result<Vec<crate::crd::
     Ok(out)
 }
 
-/// Runs experiments: (re)creates each, waits for its verdict with a progress line, prints.
-/// Returns true if every experiment passed.
+/// Runs experiments: checks the setup, (re)creates each, waits for its verdict with a progress
+/// line, prints.
 ///
 /// # Errors
-/// The API refuses an experiment (the CRD's validation message is passed on) or output fails.
+/// A preflight check fails, no operator accepts the experiments, the API refuses one (the
+/// CRD's validation message is passed on), a wait runs out, or output fails.
 pub async fn run(
     client: &Client,
     namespace: &str,
@@ -161,11 +220,12 @@ pub async fn run(
     width: usize,
     options: &RunOptions,
     out: &mut impl Write,
-) -> Result<bool> {
+) -> Result<Outcome> {
+    let checked = preflight(client, &[namespace], uses_target_image(&experiments.iter().collect::<Vec<_>>()), options).await?;
     let placed = experiments.into_iter().map(|e| (namespace.to_string(), e)).collect();
-    let finished = run_placed(client, placed, format, width, options.parallel, out).await?;
+    let finished = run_placed(client, placed, format, width, options, checked.accept, out).await.map_err(|e| with_hint(e, checked.hint))?;
     options.write(client, &finished).await?;
-    Ok(finished.iter().all(passed))
+    Ok(Outcome::of(&finished))
 }
 
 /// How to run: at most `parallel` experiments at once (0: all), and the files to write besides
@@ -175,6 +235,156 @@ pub struct RunOptions {
     pub parallel: usize,
     pub junit: Option<std::path::PathBuf>,
     pub html: Option<std::path::PathBuf>,
+    /// Skip the check that the target image is on a node.
+    pub skip_image_check: bool,
+    /// What this run created, for cleaning up after an interrupt or a failed preflight.
+    pub created: Created,
+}
+
+/// The experiments and namespaces a run created, shared with whoever cleans up after it.
+#[derive(Debug, Default, Clone)]
+pub struct Created(Arc<Mutex<CreatedLists>>);
+
+#[derive(Debug, Default)]
+struct CreatedLists {
+    experiments: Vec<(String, String)>,
+    namespaces: Vec<String>,
+}
+
+impl Created {
+    fn experiment(&self, namespace: &str, name: &str) {
+        crate::lock(&self.0).experiments.push((namespace.to_string(), name.to_string()));
+    }
+
+    fn namespace(&self, namespace: &str) {
+        crate::lock(&self.0).namespaces.push(namespace.to_string());
+    }
+
+    fn forget_namespaces(&self) {
+        crate::lock(&self.0).namespaces.clear();
+    }
+
+    /// Whether anything was created.
+    #[must_use]
+    pub fn any(&self) -> bool {
+        let lists = crate::lock(&self.0);
+        !lists.experiments.is_empty() || !lists.namespaces.is_empty()
+    }
+
+    /// Deletes what was created (experiments take their pods and Jobs with them; namespaces
+    /// everything in them) and waits for it to go, up to `limit`. Returns a sentence saying
+    /// what was deleted, or exactly what was left behind.
+    pub async fn clean_up(&self, client: &Client, limit: Duration) -> String {
+        use k8s_openapi::api::core::v1::Namespace;
+        use kube::api::DeleteParams;
+        let (experiments, namespaces) = {
+            let lists = crate::lock(&self.0);
+            (lists.experiments.clone(), lists.namespaces.clone())
+        };
+        let namespaces_api: Api<Namespace> = Api::all(client.clone());
+        for ns in &namespaces {
+            // The namespace is this run's own: its pods need no grace period.
+            let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), ns);
+            let now = DeleteParams { grace_period_seconds: Some(0), ..DeleteParams::background() };
+            let _ = pods.delete_collection(&now, &kube::api::ListParams::default()).await;
+            let _ = namespaces_api.delete(ns, &DeleteParams::background()).await;
+        }
+        // Experiments in namespaces being deleted go with them.
+        let loose: Vec<_> = experiments.iter().filter(|(ns, _)| !namespaces.contains(ns)).cloned().collect();
+        for (ns, name) in &loose {
+            let _ = Api::<crate::crd::ProbeExperiment>::namespaced(client.clone(), ns).delete(name, &DeleteParams::background()).await;
+        }
+        let deadline = Instant::now() + limit;
+        loop {
+            let mut left = Vec::new();
+            for ns in &namespaces {
+                if namespaces_api.get_opt(ns).await.ok().flatten().is_some() {
+                    left.push(format!("namespace {ns}"));
+                }
+            }
+            for (ns, name) in &loose {
+                if Api::<crate::crd::ProbeExperiment>::namespaced(client.clone(), ns).get_opt(name).await.ok().flatten().is_some() {
+                    left.push(format!("experiment {ns}/{name}"));
+                }
+            }
+            if left.is_empty() {
+                return format!("deleted {} experiment(s) and {} namespace(s) this run created", experiments.len(), namespaces.len());
+            }
+            if Instant::now() >= deadline {
+                return format!("still being deleted after {} s (left behind for now): {}", limit.as_secs(), left.join(", "));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
+/// How a run of experiments ended, for the exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every experiment passed (exit 0).
+    Passed,
+    /// At least one failed: the kubelet did not do what it claimed (exit 1).
+    Failed,
+    /// At least one could not run (phase Error; exit 2).
+    CouldNotRun,
+}
+
+impl Outcome {
+    fn of(finished: &[crate::crd::ProbeExperiment]) -> Outcome {
+        use crate::crd::experiment::ExperimentPhase;
+        let phase = |e: &crate::crd::ProbeExperiment| e.status.as_ref().map(|s| s.phase).unwrap_or_default();
+        if finished.iter().any(|e| phase(e) == ExperimentPhase::Error) {
+            Outcome::CouldNotRun
+        } else if finished.iter().all(passed) {
+            Outcome::Passed
+        } else {
+            Outcome::Failed
+        }
+    }
+}
+
+/// The checks before anything is created: the CRDs and the default target image on a node
+/// (when a container names none) stop the run; operators installed in the cluster that do not
+/// cover a namespace only give the hint shown if no operator accepts the experiments (one
+/// running outside the cluster cannot be seen, and may cover it).
+async fn preflight(client: &Client, namespaces: &[&str], needs_target_image: bool, options: &RunOptions) -> Result<Checked> {
+    let first = namespaces.first().copied().unwrap_or("default");
+    preflight::crds(client, first).await?;
+    let installs = preflight::installs(client).await.unwrap_or_default();
+    let hint = namespaces.iter().find_map(|ns| preflight::coverage(&installs, ns).err());
+    if needs_target_image && !options.skip_image_check {
+        let image = installs.iter().find_map(|i| i.target_image.clone()).unwrap_or_else(preflight::default_target_image);
+        preflight::image(client, &image).await?;
+    }
+    // An installed operator is seen to cover every namespace: give it time for a lease.
+    let accept = if !installs.is_empty() && hint.is_none() { COVERED_ACCEPT_TIMEOUT } else { ACCEPT_TIMEOUT };
+    Ok(Checked { hint, accept })
+}
+
+/// What the preflight learned: the hint for a "not accepted" error, and how long to wait.
+struct Checked {
+    hint: Option<preflight::Missing>,
+    accept: Duration,
+}
+
+/// Attaches the preflight's hint to a "not accepted" error.
+fn with_hint(e: Error, hint: Option<preflight::Missing>) -> Error {
+    match e {
+        Error::NotAccepted { namespace, name, seconds, hint: None } => Error::NotAccepted { namespace, name, seconds, hint },
+        other => other,
+    }
+}
+
+/// Whether some container of some experiment leaves its image to the operator's default.
+fn uses_target_image(experiments: &[&crate::crd::ProbeExperiment]) -> bool {
+    experiments.iter().any(|e| {
+        e.spec
+            .pod
+            .containers
+            .iter()
+            .chain(e.spec.pod.init_containers.iter().flatten())
+            .any(|c| c.image.as_deref().unwrap_or_default().is_empty())
+    })
 }
 
 impl RunOptions {
@@ -194,21 +404,29 @@ fn passed(e: &crate::crd::ProbeExperiment) -> bool {
 }
 
 /// (Re)creates one experiment: a finished one of the same name is replaced.
-async fn start_experiment(client: &Client, namespace: &str, mut exp: crate::crd::ProbeExperiment) -> Result<()> {
+async fn start_experiment(client: &Client, namespace: &str, mut exp: crate::crd::ProbeExperiment, created: &Created) -> Result<()> {
     use kube::ResourceExt;
     use kube::api::{DeleteParams, PostParams};
     let api: Api<crate::crd::ProbeExperiment> = Api::namespaced(client.clone(), namespace);
     let name = exp.name_any();
     if api.get_opt(&name).await?.is_some() {
         api.delete(&name, &DeleteParams::foreground()).await?;
+        let deadline = Instant::now() + DELETE_TIMEOUT;
         while api.get_opt(&name).await?.is_some() {
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            if Instant::now() >= deadline {
+                return Err(Error::StillDeleting {
+                    what: format!("experiment {namespace}/{name} from an earlier run"),
+                    seconds: DELETE_TIMEOUT.as_secs(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
     exp.metadata.namespace = Some(namespace.to_string());
     exp.metadata.resource_version = None;
     exp.status = None;
     api.create(&PostParams::default(), &exp).await?;
+    created.experiment(namespace, &name);
     Ok(())
 }
 
@@ -255,14 +473,19 @@ impl Progress {
 }
 
 /// Runs experiments, each in its own namespace, and returns them with their final status.
+/// Every wait is bounded: the operator must accept each experiment (write its status) within
+/// [`ACCEPT_TIMEOUT`] for the first ones started, and finish it within its timeout plus a
+/// minute.
 async fn run_placed(
     client: &Client,
     placed: Vec<(String, crate::crd::ProbeExperiment)>,
     format: RunFormat,
     width: usize,
-    parallel: usize,
+    options: &RunOptions,
+    first_accept: Duration,
     out: &mut impl Write,
 ) -> Result<Vec<crate::crd::ProbeExperiment>> {
+    let parallel = options.parallel;
     use crate::crd::ProbeExperiment;
     use kube::ResourceExt;
 
@@ -274,29 +497,39 @@ async fn run_placed(
     };
     let total = queue.len();
     let limit = if parallel == 0 { usize::MAX } else { parallel };
-    let mut active: Vec<(String, String)> = Vec::new();
+    // (namespace, name, when it was created, how long the operator may take to accept it)
+    let mut active: Vec<(String, String, Instant, Duration)> = Vec::new();
+    let mut first_wave = true;
     let started = std::time::Instant::now();
     let mut finished: Vec<ProbeExperiment> = Vec::new();
     let mut progress = Progress::new(format == RunFormat::Human, width);
     while finished.len() < total {
+        let accept = if first_wave { first_accept } else { LATER_ACCEPT_TIMEOUT };
         while active.len() < limit
             && let Some((namespace, exp)) = queue.pop_front()
         {
             let name = exp.name_any();
-            start_experiment(client, &namespace, exp).await?;
-            active.push((namespace, name));
+            start_experiment(client, &namespace, exp, &options.created).await?;
+            active.push((namespace, name, Instant::now(), accept));
         }
+        first_wave = false;
         let mut running = Vec::new();
         let mut still_active = Vec::new();
-        for (namespace, name) in active.drain(..) {
+        for (namespace, name, created, accept) in active.drain(..) {
             let exp = Api::<ProbeExperiment>::namespaced(client.clone(), &namespace).get(&name).await?;
             let phase = exp.status.as_ref().map(|s| s.phase).unwrap_or_default();
+            if exp.status.is_none() && created.elapsed() >= accept {
+                return Err(Error::NotAccepted { namespace, name, seconds: accept.as_secs(), hint: None });
+            }
+            let limit = Duration::from_secs(u64::from(exp.spec.timeout_seconds) + 60);
             if phase.is_final() {
                 finished.push(exp);
+            } else if created.elapsed() >= accept + limit {
+                return Err(Error::Unfinished { namespace, name, seconds: u64::from(exp.spec.timeout_seconds) });
             } else {
                 let ran = exp.status.as_ref().and_then(|s| s.started_at).map_or(0, |t| jiff::Timestamp::now().duration_since(t).as_secs());
                 running.push(format!("{name} {ran}s/{}s", exp.spec.duration_seconds));
-                still_active.push((namespace, name));
+                still_active.push((namespace, name, created, accept));
             }
         }
         active = still_active;
@@ -314,7 +547,9 @@ async fn run_placed(
         }
         progress.show(started.elapsed(), &line);
         if finished.len() < total {
-            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            // Quickly at first, so that a missing operator is noticed within the accept timeout.
+            let pause = if started.elapsed() < first_accept * 2 { Duration::from_millis(250) } else { Duration::from_secs(1) };
+            tokio::time::sleep(pause).await;
         }
     }
     progress.done();
@@ -327,35 +562,40 @@ async fn run_placed(
         RunFormat::Junit => write!(out, "{}", junit(&finished))?,
         RunFormat::Human => {
             for e in &finished {
-                let s = e.status.clone().unwrap_or_default();
-                writeln!(
-                    out,
-                    "\n{} — {:?} ({}){}",
-                    e.name_any(),
-                    s.phase,
-                    s.summary,
-                    s.reason.as_ref().map_or(String::new(), |r| format!(": {r}"))
-                )?;
-                for v in &s.verdicts {
-                    writeln!(
-                        out,
-                        "  {} {:<40} expected {:<28} observed {}",
-                        if v.passed { "✔" } else { "✘" },
-                        v.name,
-                        v.expected,
-                        v.observed
-                    )?;
-                }
-                for a in &s.actions_done {
-                    writeln!(out, "  · action at {a}")?;
-                }
-                if let Some(timeline) = experiment_timeline(client, e).await {
-                    write!(out, "{}", timeline.render_text(width))?;
-                }
+                print_human(client, e, width, out).await?;
             }
         }
     }
     Ok(finished)
+}
+
+/// One experiment's verdicts (expected next to observed), actions and timeline.
+async fn print_human(client: &Client, e: &crate::crd::ProbeExperiment, width: usize, out: &mut impl Write) -> Result<()> {
+    use kube::ResourceExt;
+    let s = e.status.clone().unwrap_or_default();
+    writeln!(out, "\n{} — {:?} ({}){}", e.name_any(), s.phase, s.summary, s.reason.as_ref().map_or(String::new(), |r| format!(": {r}")))?;
+    for v in &s.verdicts {
+        writeln!(out, "  {} {:<40} expected {:<28} observed {}", if v.passed { "✔" } else { "✘" }, v.name, v.expected, v.observed)?;
+    }
+    for a in &s.actions_done {
+        writeln!(out, "  · action at {a}")?;
+    }
+    if let Some(timeline) = experiment_timeline(client, e).await {
+        write!(out, "{}", timeline.render_text(width))?;
+    }
+    Ok(())
+}
+
+/// Shows an experiment that ran (or still runs): its verdicts and timeline.
+///
+/// # Errors
+/// There is no such experiment, or output fails.
+pub async fn show(client: &Client, namespace: &str, name: &str, width: usize, out: &mut impl Write) -> Result<Outcome> {
+    let api: Api<crate::crd::ProbeExperiment> = Api::namespaced(client.clone(), namespace);
+    let e = api.get(name).await?;
+    print_human(client, &e, width, out).await?;
+    let phase = e.status.as_ref().map(|s| s.phase).unwrap_or_default();
+    Ok(if phase.is_final() { Outcome::of(std::slice::from_ref(&e)) } else { Outcome::Passed })
 }
 
 /// The timeline of an experiment's pod (the first pod of a Job) from its PodLifecycle report,
@@ -537,59 +777,81 @@ pub const CONFORMANCE: &[(&str, &str)] = &[
     ("startup-then-ready", include_str!("../../manifests/conformance/startup-then-ready.yaml")),
 ];
 
-/// Runs the conformance suite, every case in its own namespace, all at once. Prints the
-/// verdicts (or JSON/JUnit), writes JUnit to `junit` if given, and returns (passed, failed).
+/// Runs the conformance suite: every case in its own new namespace, or all of them in
+/// `in_namespace` (one the operator covers). Prints the verdicts (or JSON/JUnit), writes the
+/// files in `options`, deletes the namespaces it created, and returns (passed, failed, outcome).
 ///
 /// # Errors
-/// A namespace or experiment cannot be created.
+/// A preflight check fails, no operator accepts the cases, a namespace or experiment cannot be
+/// created, or a wait runs out.
 pub async fn suite(
     client: &Client,
     filter: Option<&str>,
+    in_namespace: Option<&str>,
     format: RunFormat,
     options: &RunOptions,
     out: &mut impl Write,
-) -> Result<(usize, usize)> {
+) -> Result<(usize, usize, Outcome)> {
     use k8s_openapi::api::core::v1::Namespace;
     use kube::api::{DeleteParams, PostParams};
     let namespaces: Api<Namespace> = Api::all(client.clone());
-    let mut placed = Vec::new();
+    let mut cases = Vec::new();
     for (name, yaml) in CONFORMANCE.iter().filter(|(n, _)| filter.is_none_or(|f| n.contains(f))) {
         let exp: crate::crd::ProbeExperiment =
             serde_yaml::from_str(yaml).map_err(|e| Error::Io(std::io::Error::other(format!("{name}: {e}"))))?;
-        let ns = format!("podlife-conformance-{name}");
-        if namespaces.get_opt(&ns).await?.is_some() {
-            namespaces.delete(&ns, &DeleteParams::default()).await?;
-            while namespaces.get_opt(&ns).await?.is_some() {
-                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let ns = in_namespace.map_or_else(|| format!("podlife-conformance-{name}"), str::to_string);
+        cases.push((ns, exp));
+    }
+    let targets: Vec<&str> = {
+        let mut v: Vec<&str> = cases.iter().map(|(ns, _)| ns.as_str()).collect();
+        v.dedup();
+        v
+    };
+    let checked = preflight(client, &targets, uses_target_image(&cases.iter().map(|(_, e)| e).collect::<Vec<_>>()), options).await?;
+    if in_namespace.is_none() {
+        for (ns, _) in &cases {
+            if namespaces.get_opt(ns).await?.is_some() {
+                namespaces.delete(ns, &DeleteParams::default()).await?;
+                let deadline = Instant::now() + DELETE_TIMEOUT;
+                while namespaces.get_opt(ns).await?.is_some() {
+                    if Instant::now() >= deadline {
+                        return Err(Error::StillDeleting {
+                            what: format!("namespace {ns} from an earlier run"),
+                            seconds: DELETE_TIMEOUT.as_secs(),
+                        });
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+            let object: Namespace =
+                serde_json::from_value(serde_json::json!({"metadata": {"name": ns, "labels": {"podlife.io/conformance": "true"}}}))?;
+            namespaces.create(&PostParams::default(), &object).await?;
+            options.created.namespace(ns);
+        }
+        // Pods need the namespace's default ServiceAccount before they are admitted.
+        for (ns, _) in &cases {
+            let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client.clone(), ns);
+            for _ in 0..100 {
+                if sas.get_opt("default").await?.is_some() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
-        let object: Namespace =
-            serde_json::from_value(serde_json::json!({"metadata": {"name": ns, "labels": {"podlife.io/conformance": "true"}}}))?;
-        namespaces.create(&PostParams::default(), &object).await?;
-        placed.push((ns, exp));
     }
-    // Pods need the namespace's default ServiceAccount before they are admitted.
-    for (ns, _) in &placed {
-        let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client.clone(), ns);
-        for _ in 0..100 {
-            if sas.get_opt("default").await?.is_some() {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-    }
-    let created: Vec<String> = placed.iter().map(|(ns, _)| ns.clone()).collect();
-    let finished = run_placed(client, placed, format, 100, options.parallel, out).await?;
+    let finished = run_placed(client, cases, format, 100, options, checked.accept, out).await.map_err(|e| with_hint(e, checked.hint))?;
     options.write(client, &finished).await?;
     let ok = finished.iter().filter(|e| passed(e)).count();
     let failed = finished.len() - ok;
     if format == RunFormat::Human {
         writeln!(out, "\nconformance: {ok} passed, {failed} failed")?;
     }
+    let created = crate::lock(&options.created.0).namespaces.clone();
     for ns in created {
         let _ = namespaces.delete(&ns, &DeleteParams::background()).await;
     }
-    Ok((ok, failed))
+    options.created.forget_namespaces();
+    Ok((ok, failed, Outcome::of(&finished)))
 }
 
 #[cfg(test)]
