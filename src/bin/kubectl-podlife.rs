@@ -107,9 +107,8 @@ enum Command {
         /// In every namespace.
         #[arg(short = 'A', long)]
         all_namespaces: bool,
-        /// JSON instead of a table.
-        #[arg(long)]
-        json: bool,
+        #[arg(short, long, default_value = "table", value_parser = ["table", "json"])]
+        output: String,
     },
     /// Check the setup: CRDs, permissions, operators and the namespaces they cover, the target
     /// image, each kubelet's version and back-off curve. One line per check, with its fix.
@@ -123,10 +122,16 @@ enum Command {
 
 fn main() -> ExitCode {
     // Completions first, before any runtime: their cluster lookups run one of their own.
+    let args: Vec<String> = std::env::args().collect();
+    if std::env::var_os("COMPLETE").is_some() || args.get(1).map(String::as_str) == Some("__complete") {
+        for (var, value) in complete::flags_for_completion(&args) {
+            // SAFETY: no other thread exists yet; the completers read these.
+            unsafe { std::env::set_var(var, value) };
+        }
+    }
     // `COMPLETE=bash kubectl-podlife ...`: the shell asking for candidates.
     clap_complete::CompleteEnv::with_factory(Cli::command).complete();
     // kubectl's plugin completion, through kubectl_complete-podlife.
-    let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("__complete") {
         print!("{}", complete::cobra(Cli::command(), &args[2..]));
         return ExitCode::SUCCESS;
@@ -174,9 +179,9 @@ async fn run_cli(cli: Cli) -> ExitCode {
         match cli.command {
             Command::Report { pod, output, width } => report(&client, &namespace, &pod, output, width, out).await.map(|()| Outcome::Passed),
             Command::Show { experiment, width } => show(&client, &namespace, &experiment, width, out).await,
-            Command::List { all_namespaces, json } => {
+            Command::List { all_namespaces, output } => {
                 let rows = list::rows(&client, (!all_namespaces).then_some(namespace.as_str())).await?;
-                list::print(&rows, all_namespaces, json, out)?;
+                list::print(&rows, all_namespaces, output == "json", out)?;
                 Ok(Outcome::Passed)
             }
             Command::Doctor => {
@@ -199,15 +204,7 @@ async fn run_cli(cli: Cli) -> ExitCode {
     };
     let result = tokio::select! {
         result = work => result,
-        _ = tokio::signal::ctrl_c() => {
-            eprintln!("\nkubectl-podlife: interrupted; cleaning up (Ctrl-C again to leave it)");
-            let cleaned = tokio::select! {
-                said = created.clean_up(&client, Duration::from_secs(60)) => said,
-                _ = tokio::signal::ctrl_c() => "left what it created in place".to_string(),
-            };
-            eprintln!("kubectl-podlife: interrupted; {cleaned}");
-            return ExitCode::from(130);
-        }
+        signal = interrupt() => return interrupted(&created, &client, signal).await,
     };
     match result {
         Ok(Outcome::Passed) => ExitCode::SUCCESS,
@@ -216,9 +213,34 @@ async fn run_cli(cli: Cli) -> ExitCode {
         Err(e) => {
             eprintln!("kubectl-podlife: {}", podlife::cli::chain(&e));
             if created.any() {
-                eprintln!("kubectl-podlife: {}", created.clean_up(&client, Duration::from_secs(60)).await);
+                tokio::select! {
+                    said = created.clean_up(&client, Duration::from_secs(60)) => eprintln!("kubectl-podlife: {said}"),
+                    signal = interrupt() => return interrupted(&created, &client, signal).await,
+                }
             }
             ExitCode::from(2)
         }
     }
+}
+
+/// SIGINT (Ctrl-C) or SIGTERM (a CI job's timeout, say): whichever comes first.
+async fn interrupt() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut term) = signal(SignalKind::terminate()) else { return std::future::pending().await };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "interrupted",
+        _ = term.recv() => "terminated",
+    }
+}
+
+/// Deletes what this run created and says what happened; a second signal leaves it in place
+/// and names it. Exit 130, as a shell reports a Ctrl-C.
+async fn interrupted(created: &Created, client: &kube::Client, signal: &str) -> ExitCode {
+    eprintln!("\nkubectl-podlife: {signal}; deleting what this run created (again to leave it)");
+    let said = tokio::select! {
+        said = created.clean_up(client, Duration::from_secs(60)) => said,
+        _ = interrupt() => format!("left in place: {}", created.describe()),
+    };
+    eprintln!("kubectl-podlife: {signal}; {said}");
+    ExitCode::from(130)
 }

@@ -19,8 +19,13 @@ fn lookup<T: Default>(f: impl AsyncFnOnce(kube::Client, String) -> T) -> T {
     let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return T::default() };
     runtime.block_on(async {
         let work = async {
-            // The namespace typed on the line is not visible to a value completer; PODLIFE_NAMESPACE is.
-            let args = super::connect::ConnectArgs { namespace: std::env::var("PODLIFE_NAMESPACE").ok(), ..Default::default() };
+            // A value completer sees only its word; `flags_for_completion` put the line's
+            // --kubeconfig, --context and -n where it can see them.
+            let args = super::connect::ConnectArgs {
+                kubeconfig: std::env::var_os("PODLIFE_COMPLETE_KUBECONFIG").map(Into::into),
+                context: std::env::var("PODLIFE_COMPLETE_CONTEXT").ok(),
+                namespace: std::env::var("PODLIFE_COMPLETE_NAMESPACE").or_else(|_| std::env::var("PODLIFE_NAMESPACE")).ok(),
+            };
             let Ok(connection) = args.connect().await else { return T::default() };
             f(connection.client, connection.namespace).await
         };
@@ -54,6 +59,31 @@ pub fn experiments(current: &OsStr) -> Vec<CompletionCandidate> {
         api.list(&ListParams::default()).await.map(|l| l.items.iter().map(ResourceExt::name_any).collect()).unwrap_or_default()
     });
     matching(names, current)
+}
+
+/// The connection flags typed on a command line being completed (`--kubeconfig`, `--context`,
+/// `-n/--namespace`, in either `--flag value` or `--flag=value` form), as the environment
+/// variables the completers read.
+#[must_use]
+pub fn flags_for_completion(words: &[String]) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    for (i, word) in words.iter().enumerate() {
+        for (flag, var) in [
+            ("--kubeconfig", "PODLIFE_COMPLETE_KUBECONFIG"),
+            ("--context", "PODLIFE_COMPLETE_CONTEXT"),
+            ("--namespace", "PODLIFE_COMPLETE_NAMESPACE"),
+            ("-n", "PODLIFE_COMPLETE_NAMESPACE"),
+        ] {
+            if word == flag
+                && let Some(value) = words.get(i + 1)
+            {
+                out.push((var, value.clone()));
+            } else if let Some(value) = word.strip_prefix(&format!("{flag}=")) {
+                out.push((var, value.to_string()));
+            }
+        }
+    }
+    out
 }
 
 /// The answer to `kubectl-podlife __complete ARGS...` for kubectl's plugin completion: one
@@ -103,6 +133,19 @@ mod tests {
         clap::Command::new("kubectl-podlife")
             .subcommand(clap::Command::new("report").about("A pod's timeline").arg(clap::Arg::new("pod")))
             .subcommand(clap::Command::new("run").about("Run experiments"))
+    }
+
+    #[test]
+    fn the_lines_connection_flags_reach_the_completers() {
+        let words: Vec<String> = ["show", "--context", "prod", "-n=team", "--kubeconfig=/k"].iter().map(ToString::to_string).collect();
+        assert_eq!(
+            flags_for_completion(&words),
+            [
+                ("PODLIFE_COMPLETE_CONTEXT", "prod".to_string()),
+                ("PODLIFE_COMPLETE_NAMESPACE", "team".to_string()),
+                ("PODLIFE_COMPLETE_KUBECONFIG", "/k".to_string())
+            ]
+        );
     }
 
     #[test]

@@ -42,7 +42,7 @@ pub enum Error {
         #[source]
         source: kube::config::KubeconfigError,
     },
-    #[error("no cluster configured: no kubeconfig ($KUBECONFIG or ~/.kube/config) and not running in a pod")]
+    #[error("no usable cluster configuration (from $KUBECONFIG, ~/.kube/config, or the pod's service account)")]
     Infer(#[source] kube::config::InferConfigError),
     #[error("cannot build a client for {cluster}")]
     Client {
@@ -81,6 +81,10 @@ impl ConnectArgs {
             None => config.cluster_url.to_string(),
         };
         let namespace = self.namespace.clone().unwrap_or_else(|| config.default_namespace.clone());
+        // Every request is bounded: a stalled connection fails instead of hanging a wait.
+        let mut config = config;
+        config.read_timeout = Some(std::time::Duration::from_secs(30));
+        config.connect_timeout = Some(std::time::Duration::from_secs(10));
         let client = Client::try_from(config).map_err(|source| Error::Client { cluster: cluster.clone(), source })?;
         Ok(Connection { client, namespace, cluster })
     }

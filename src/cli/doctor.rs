@@ -124,7 +124,7 @@ pub async fn checks(client: &Client, cluster: &str, namespace: &str) -> Vec<Chec
                     (true, Some(nss)) => format!("experiments in {}", nss.join(", ")),
                 };
                 let status = if i.ready { Status::Ok } else { Status::Failed };
-                out.push(check(status, format!("operator {}/{} (release {}): {}, {scope}", i.namespace, i.release, i.release, if i.ready { "ready" } else { "not ready" })));
+                out.push(check(status, format!("operator {}/{} (release {}): {}, {scope}", i.namespace, i.deployment, i.release, if i.ready { "ready" } else { "not ready" })));
             }
             match preflight::coverage(list, namespace) {
                 Ok(()) => out.push(check(Status::Ok, format!("experiments in {namespace} would run"))),

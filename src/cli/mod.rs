@@ -46,6 +46,8 @@ pub enum Error {
 }
 
 fn why_not_accepted(namespace: &str, hint: Option<&preflight::Missing>) -> String {
+    // `hint` says what the installs showed: one not covering the namespace, or a covering one
+    // that stayed silent.
     match hint {
         Some(m) => format!(": {}\n  fix: {}", m.what, m.fix),
         None => format!(
@@ -296,14 +298,15 @@ impl Created {
         }
         let deadline = Instant::now() + limit;
         loop {
+            // Gone only when the apiserver says so (404); an error leaves it unconfirmed.
             let mut left = Vec::new();
             for ns in &namespaces {
-                if namespaces_api.get_opt(ns).await.ok().flatten().is_some() {
+                if !matches!(namespaces_api.get_opt(ns).await, Ok(None)) {
                     left.push(format!("namespace {ns}"));
                 }
             }
             for (ns, name) in &loose {
-                if Api::<crate::crd::ProbeExperiment>::namespaced(client.clone(), ns).get_opt(name).await.ok().flatten().is_some() {
+                if !matches!(Api::<crate::crd::ProbeExperiment>::namespaced(client.clone(), ns).get_opt(name).await, Ok(None)) {
                     left.push(format!("experiment {ns}/{name}"));
                 }
             }
@@ -311,10 +314,21 @@ impl Created {
                 return format!("deleted {} experiment(s) and {} namespace(s) this run created", experiments.len(), namespaces.len());
             }
             if Instant::now() >= deadline {
-                return format!("still being deleted after {} s (left behind for now): {}", limit.as_secs(), left.join(", "));
+                return format!("could not confirm the deletion within {} s of: {}", limit.as_secs(), left.join(", "));
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
+    }
+
+    /// What this run created, in one line, for when it is left in place.
+    #[must_use]
+    pub fn describe(&self) -> String {
+        let lists = crate::lock(&self.0);
+        let mut items: Vec<String> = lists.namespaces.iter().map(|n| format!("namespace {n}")).collect();
+        items.extend(
+            lists.experiments.iter().filter(|(ns, _)| !lists.namespaces.contains(ns)).map(|(ns, name)| format!("experiment {ns}/{name}")),
+        );
+        if items.is_empty() { "nothing".into() } else { items.join(", ") }
     }
 }
 
@@ -353,11 +367,26 @@ async fn preflight(client: &Client, namespaces: &[&str], needs_target_image: boo
     let installs = preflight::installs(client).await.unwrap_or_default();
     let hint = namespaces.iter().find_map(|ns| preflight::coverage(&installs, ns).err());
     if needs_target_image && !options.skip_image_check {
-        let image = installs.iter().find_map(|i| i.target_image.clone()).unwrap_or_else(preflight::default_target_image);
+        let covering = installs.iter().find(|i| namespaces.iter().all(|ns| i.covers(ns)));
+        let image = covering.and_then(|i| i.target_image.clone()).unwrap_or_else(preflight::default_target_image);
         preflight::image(client, &image).await?;
     }
-    // An installed operator is seen to cover every namespace: give it time for a lease.
-    let accept = if !installs.is_empty() && hint.is_none() { COVERED_ACCEPT_TIMEOUT } else { ACCEPT_TIMEOUT };
+    // An installed operator is seen to cover every namespace: give it time for a lease, and if
+    // it still says nothing, point at it.
+    let covering = installs.iter().find(|i| i.ready && namespaces.iter().all(|ns| i.covers(ns)));
+    let (accept, hint) = match (covering, hint) {
+        (Some(i), None) => (
+            COVERED_ACCEPT_TIMEOUT,
+            Some(preflight::Missing {
+                what: format!("the operator in {} covers {} but did not answer", i.namespace, namespaces.join(", ")),
+                fix: format!(
+                    "kubectl -n {} logs deploy/{} --tail=50   (is it the leader? kubectl -n {} get lease)",
+                    i.namespace, i.deployment, i.namespace
+                ),
+            }),
+        ),
+        (_, hint) => (ACCEPT_TIMEOUT, hint),
+    };
     Ok(Checked { hint, accept })
 }
 
@@ -425,8 +454,9 @@ async fn start_experiment(client: &Client, namespace: &str, mut exp: crate::crd:
     exp.metadata.namespace = Some(namespace.to_string());
     exp.metadata.resource_version = None;
     exp.status = None;
-    api.create(&PostParams::default(), &exp).await?;
+    // Recorded before it is sent: an interrupt during the call must not leave it unaccounted.
     created.experiment(namespace, &name);
+    api.create(&PostParams::default(), &exp).await?;
     Ok(())
 }
 
@@ -825,8 +855,8 @@ pub async fn suite(
             }
             let object: Namespace =
                 serde_json::from_value(serde_json::json!({"metadata": {"name": ns, "labels": {"podlife.io/conformance": "true"}}}))?;
-            namespaces.create(&PostParams::default(), &object).await?;
             options.created.namespace(ns);
+            namespaces.create(&PostParams::default(), &object).await?;
         }
         // Pods need the namespace's default ServiceAccount before they are admitted.
         for (ns, _) in &cases {

@@ -57,6 +57,8 @@ pub struct Install {
     pub namespace: String,
     /// The Helm release (the `app.kubernetes.io/instance` label).
     pub release: String,
+    /// The Deployment's name.
+    pub deployment: String,
     pub ready: bool,
     pub experiments: bool,
     /// `--namespaces`: experiments run only there. `None`: everywhere.
@@ -73,6 +75,7 @@ impl Install {
         Some(Install {
             namespace: d.namespace().unwrap_or_default(),
             release: d.labels().get("app.kubernetes.io/instance").cloned().unwrap_or_else(|| d.name_any()),
+            deployment: d.name_any(),
             ready: d.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0) > 0,
             experiments: args.iter().any(|a| a == "--experiments"),
             namespaces: value("--namespaces").map(|v| v.split(',').map(str::to_string).collect()),
@@ -80,7 +83,9 @@ impl Install {
         })
     }
 
-    fn covers(&self, namespace: &str) -> bool {
+    /// Whether it runs experiments in `namespace`.
+    #[must_use]
+    pub fn covers(&self, namespace: &str) -> bool {
         self.experiments && self.namespaces.as_ref().is_none_or(|nss| nss.iter().any(|n| n == namespace))
     }
 
@@ -89,12 +94,15 @@ impl Install {
     }
 }
 
-/// The operators installed by the chart, if this user may list Deployments (`None` if not).
+/// The operators installed by the chart, if this user may list Deployments (`None` if not);
+/// the documented install (release podlife in podlife-system) first, as fixes name it.
 pub async fn installs(client: &Client) -> Option<Vec<Install>> {
     let api: Api<Deployment> = Api::all(client.clone());
     let lp = ListParams::default().labels("app.kubernetes.io/name=podlife,app.kubernetes.io/component=operator");
     let list = api.list(&lp).await.ok()?;
-    Some(list.items.iter().filter_map(Install::from_deployment).collect())
+    let mut installs: Vec<Install> = list.items.iter().filter_map(Install::from_deployment).collect();
+    installs.sort_by_key(|i| (i.namespace != "podlife-system", i.release != "podlife", i.namespace.clone()));
+    Some(installs)
 }
 
 /// Whether the installed operators run experiments in `namespace`. Operators outside the
@@ -135,29 +143,37 @@ pub fn coverage(installs: &[Install], namespace: &str) -> Result<(), Missing> {
 }
 
 /// An image that cannot be pulled (`localhost/...`) is on some node, as far as the nodes'
-/// status shows. Passes when nodes cannot be listed or their image lists may be cut short.
+/// status shows. Passes when nodes cannot be listed or their image lists may be cut short. The
+/// kubelet refreshes that list every few seconds, so an image loaded a moment ago is waited
+/// for, up to 30 s.
 ///
 /// # Errors
-/// No node has the image and every node lists all of its images.
+/// No node has the image and every node lists all of its images, for 30 s.
 pub async fn image(client: &Client, image: &str) -> Result<(), Missing> {
     if !image.starts_with("localhost/") {
         return Ok(());
     }
-    let Ok(nodes) = Api::<Node>::all(client.clone()).list(&ListParams::default()).await else { return Ok(()) };
-    let lists: Vec<Vec<String>> = nodes
-        .items
-        .iter()
-        .map(|n| n.status.iter().flat_map(|s| s.images.iter().flatten()).flat_map(|i| i.names.clone().unwrap_or_default()).collect())
-        .collect();
-    let present = lists.iter().flatten().any(|name| name == image || name.ends_with(&format!("/{image}")));
-    let complete = !lists.is_empty() && lists.iter().all(|l| l.len() < NODE_STATUS_MAX_IMAGES);
-    if present || !complete {
-        return Ok(());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let Ok(nodes) = Api::<Node>::all(client.clone()).list(&ListParams::default()).await else { return Ok(()) };
+        let images: Vec<&k8s_openapi::api::core::v1::ContainerImage> =
+            nodes.items.iter().flat_map(|n| n.status.iter().flat_map(|s| s.images.iter().flatten())).collect();
+        let present =
+            images.iter().flat_map(|i| i.names.iter().flatten()).any(|name| name == image || name.ends_with(&format!("/{image}")));
+        // The cap counts images, not names.
+        let complete = !nodes.items.is_empty()
+            && nodes.items.iter().all(|n| n.status.as_ref().and_then(|s| s.images.as_ref()).map_or(0, Vec::len) < NODE_STATUS_MAX_IMAGES);
+        if present || !complete {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(Missing {
+                what: format!("image {image} is on no node, and a localhost/ image cannot be pulled"),
+                fix: "e2e/images/build --load (the local cluster), or: kind load image-archive out/images/podlife-target.tar".into(),
+            });
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     }
-    Err(Missing {
-        what: format!("image {image} is on no node, and a localhost/ image cannot be pulled"),
-        fix: "e2e/images/build --load (the local cluster), or: kind load image-archive out/images/podlife-target.tar".into(),
-    })
 }
 
 #[cfg(test)]
@@ -168,6 +184,7 @@ mod tests {
         Install {
             namespace: "podlife-system".into(),
             release: "podlife".into(),
+            deployment: "podlife".into(),
             ready: true,
             experiments,
             namespaces: namespaces.map(|n| n.iter().map(|s| (*s).to_string()).collect()),

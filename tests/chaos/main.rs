@@ -207,6 +207,8 @@ async fn main() {
             .collect()
     };
     let started = Timestamp::now();
+    // The code under test is what was built before this started: describe it now, not after.
+    let built_from = git_state();
     let client = Client::try_default().await.unwrap_or_else(|e| fail(format!("no cluster ({e}); run e2e/chaos")));
     prepare_cluster(&client, &faults).await;
     let mut results = Vec::new();
@@ -216,8 +218,8 @@ async fn main() {
             Err(e) => fail(format!("{} mode: {e}", mode.key())),
         }
     }
-    let command = std::env::args().skip(1).collect::<Vec<_>>().join(" ");
-    let markdown = render(&results, &args.profile, runs, &command, started);
+    let command = std::env::args().skip(1).collect::<Vec<_>>().join(" ").replace("--out CHAOS.md", "").trim().to_string();
+    let markdown = render(&results, &args.profile, runs, &command, started, &built_from);
     std::fs::write(&args.out, &markdown).unwrap_or_else(|e| fail(format!("{}: {e}", args.out.display())));
     println!("{markdown}");
     let mut bad = 0;
@@ -618,26 +620,24 @@ async fn recovery(client: &Client, namespaces: &[String], back: Timestamp) -> (O
     }
 }
 
-fn render(results: &[ModeResult], profile: &str, runs: u32, command: &str, started: Timestamp) -> String {
+/// "commit abc1234", with " with local changes" if the checkout differs from it.
+fn git_state() -> String {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git").args(args).output().ok().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let commit = git(&["rev-parse", "--short", "HEAD"]).unwrap_or_default();
+    let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|o| !o.is_empty());
+    format!("commit {commit}{}", if dirty { " with local changes" } else { "" })
+}
+
+fn render(results: &[ModeResult], profile: &str, runs: u32, command: &str, started: Timestamp, built_from: &str) -> String {
     let mut md = String::new();
-    let commit = std::process::Command::new("git")
-        .args(["rev-parse", "--short", "HEAD"])
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
-    let dirty = std::process::Command::new("git")
-        .args(["status", "--porcelain", "--untracked-files=no"])
-        .output()
-        .ok()
-        .is_some_and(|o| !o.stdout.is_empty());
     let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
     let _ = writeln!(md, "# The record under faults\n");
     let _ = writeln!(
         md,
-        "Written by the chaos suite (`tests/chaos`) on {} from commit {commit}{}, profile `{profile}`, {runs} run(s) per fault: `e2e/chaos {command}`.\n",
+        "Written by the chaos suite (`tests/chaos`) on {} from {built_from}, profile `{profile}`, {runs} run(s) per fault: `e2e/chaos {command}`.\n",
         started.strftime("%Y-%m-%d %H:%M UTC"),
-        if dirty { " with local changes" } else { "" }
     );
     let _ = writeln!(
         md,

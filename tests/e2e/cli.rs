@@ -143,6 +143,16 @@ async fn after_the_demos_install_the_suite_runs_where_the_readme_says() {
     with_namespace("cli_readme", |ns| async move {
         let demo = "podlife-demo";
         let (existed, _) = helm(&["status", "podlife", "-n", "podlife-system"]);
+        // Removed however the test ends, unless it was there before (a developer's demo).
+        struct Uninstall(bool);
+        impl Drop for Uninstall {
+            fn drop(&mut self) {
+                if self.0 {
+                    let _ = helm(&["uninstall", "podlife", "-n", "podlife-system"]);
+                }
+            }
+        }
+        let _uninstall = Uninstall(!existed);
         // The demo's own install command (e2e/demo).
         let (ok, out) = helm(&[
             "upgrade",
@@ -171,7 +181,8 @@ async fn after_the_demos_install_the_suite_runs_where_the_readme_says() {
         let started = Instant::now();
         let (code, out, err) = cli(&["suite", "conformance", "--only", case], &[]);
         assert_eq!(code, Some(2), "{out}\n{err}");
-        assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+        // 3 s for an operator to accept, then the namespace's deletion (loaded CI node: 30 s).
+        assert!(started.elapsed() < Duration::from_secs(30), "{:?}", started.elapsed());
         assert!(
             err.contains("podlife operators run experiments only in") && err.contains(demo) && err.contains("(or run there: -n "),
             "{err}"
@@ -179,9 +190,6 @@ async fn after_the_demos_install_the_suite_runs_where_the_readme_says() {
         // Where the README says to run it, it passes.
         let (code, out, err) = cli(&["suite", "conformance", "--only", case, "-n", demo], &[]);
         let _ = Api::<ProbeExperiment>::namespaced(ns.client.clone(), demo).delete(case, &Default::default()).await;
-        if !existed {
-            let _ = helm(&["uninstall", "podlife", "-n", "podlife-system"]);
-        }
         assert_eq!(code, Some(0), "{out}\n{err}");
         assert!(out.contains("conformance: 1 passed, 0 failed"), "{out}");
     })
