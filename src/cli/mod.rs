@@ -70,9 +70,14 @@ pub fn chain(e: &dyn std::error::Error) -> String {
 }
 
 /// How long `run` and `suite` wait for the operator to accept the first experiments they
-/// create before concluding that no operator covers the namespace. The operator accepts one
-/// by writing its status as soon as its watch delivers it (well under a second here).
+/// create before concluding that no operator covers the namespace, counted from the start of
+/// the checks (slow checks on a busy apiserver must not stretch what the user waits). The
+/// operator accepts one by writing its status as soon as its watch delivers it (well under a
+/// second here).
 pub const ACCEPT_TIMEOUT: Duration = Duration::from_secs(3);
+/// However slow the checks were, the operator gets at least this long after an experiment's
+/// creation to accept it.
+const MIN_ACCEPT_AFTER_CREATE: Duration = Duration::from_secs(2);
 /// The same for experiments started later (a suite's queue): the operator is known to be there,
 /// so this only bounds the wait.
 const LATER_ACCEPT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -362,6 +367,7 @@ impl Outcome {
 /// cover a namespace only give the hint shown if no operator accepts the experiments (one
 /// running outside the cluster cannot be seen, and may cover it).
 async fn preflight(client: &Client, namespaces: &[&str], needs_target_image: bool, options: &RunOptions) -> Result<Checked> {
+    let since = Instant::now();
     let first = namespaces.first().copied().unwrap_or("default");
     preflight::crds(client, first).await?;
     let installs = preflight::installs(client).await.unwrap_or_default();
@@ -387,13 +393,27 @@ async fn preflight(client: &Client, namespaces: &[&str], needs_target_image: boo
         ),
         (_, hint) => (ACCEPT_TIMEOUT, hint),
     };
-    Ok(Checked { hint, accept })
+    Ok(Checked { hint, accept: AcceptBy { since, window: accept } })
 }
 
 /// What the preflight learned: the hint for a "not accepted" error, and how long to wait.
 struct Checked {
     hint: Option<preflight::Missing>,
-    accept: Duration,
+    accept: AcceptBy,
+}
+
+/// When the operator must have accepted the first experiments of a run: `window` after
+/// `since`, but never sooner than [`MIN_ACCEPT_AFTER_CREATE`] after an experiment's creation.
+#[derive(Debug, Clone, Copy)]
+struct AcceptBy {
+    since: Instant,
+    window: Duration,
+}
+
+impl AcceptBy {
+    fn deadline(self, created: Instant) -> Instant {
+        (self.since + self.window).max(created + MIN_ACCEPT_AFTER_CREATE)
+    }
 }
 
 /// Attaches the preflight's hint to a "not accepted" error.
@@ -512,7 +532,7 @@ async fn run_placed(
     format: RunFormat,
     width: usize,
     options: &RunOptions,
-    first_accept: Duration,
+    first_accept: AcceptBy,
     out: &mut impl Write,
 ) -> Result<Vec<crate::crd::ProbeExperiment>> {
     let parallel = options.parallel;
@@ -527,39 +547,41 @@ async fn run_placed(
     };
     let total = queue.len();
     let limit = if parallel == 0 { usize::MAX } else { parallel };
-    // (namespace, name, when it was created, how long the operator may take to accept it)
-    let mut active: Vec<(String, String, Instant, Duration)> = Vec::new();
+    // (namespace, name, when it was created, when the operator must have accepted it)
+    let mut active: Vec<(String, String, Instant, Instant)> = Vec::new();
     let mut first_wave = true;
     let started = std::time::Instant::now();
     let mut finished: Vec<ProbeExperiment> = Vec::new();
     let mut progress = Progress::new(format == RunFormat::Human, width);
     while finished.len() < total {
-        let accept = if first_wave { first_accept } else { LATER_ACCEPT_TIMEOUT };
         while active.len() < limit
             && let Some((namespace, exp)) = queue.pop_front()
         {
             let name = exp.name_any();
             start_experiment(client, &namespace, exp, &options.created).await?;
-            active.push((namespace, name, Instant::now(), accept));
+            let created = Instant::now();
+            let accept_by = if first_wave { first_accept.deadline(created) } else { created + LATER_ACCEPT_TIMEOUT };
+            active.push((namespace, name, created, accept_by));
         }
         first_wave = false;
         let mut running = Vec::new();
         let mut still_active = Vec::new();
-        for (namespace, name, created, accept) in active.drain(..) {
+        for (namespace, name, created, accept_by) in active.drain(..) {
             let exp = Api::<ProbeExperiment>::namespaced(client.clone(), &namespace).get(&name).await?;
             let phase = exp.status.as_ref().map(|s| s.phase).unwrap_or_default();
-            if exp.status.is_none() && created.elapsed() >= accept {
-                return Err(Error::NotAccepted { namespace, name, seconds: accept.as_secs(), hint: None });
+            if exp.status.is_none() && Instant::now() >= accept_by {
+                let seconds = accept_by.duration_since(created).as_secs_f64().round() as u64;
+                return Err(Error::NotAccepted { namespace, name, seconds, hint: None });
             }
             let limit = Duration::from_secs(u64::from(exp.spec.timeout_seconds) + 60);
             if phase.is_final() {
                 finished.push(exp);
-            } else if created.elapsed() >= accept + limit {
+            } else if Instant::now() >= accept_by + limit {
                 return Err(Error::Unfinished { namespace, name, seconds: u64::from(exp.spec.timeout_seconds) });
             } else {
                 let ran = exp.status.as_ref().and_then(|s| s.started_at).map_or(0, |t| jiff::Timestamp::now().duration_since(t).as_secs());
                 running.push(format!("{name} {ran}s/{}s", exp.spec.duration_seconds));
-                still_active.push((namespace, name, created, accept));
+                still_active.push((namespace, name, created, accept_by));
             }
         }
         active = still_active;
@@ -578,7 +600,7 @@ async fn run_placed(
         progress.show(started.elapsed(), &line);
         if finished.len() < total {
             // Quickly at first, so that a missing operator is noticed within the accept timeout.
-            let pause = if started.elapsed() < first_accept * 2 { Duration::from_millis(250) } else { Duration::from_secs(1) };
+            let pause = if started.elapsed() < first_accept.window * 2 { Duration::from_millis(250) } else { Duration::from_secs(1) };
             tokio::time::sleep(pause).await;
         }
     }
@@ -854,7 +876,9 @@ pub async fn suite(
                 }
             }
             let object: Namespace =
-                serde_json::from_value(serde_json::json!({"metadata": {"name": ns, "labels": {"podlife.io/conformance": "true"}}}))?;
+                serde_json::from_value(serde_json::json!({"metadata": {"name": ns, "labels": {"podlife.io/conformance": "true",
+                    // The cases must pass where pods are held to the strictest level.
+                    "pod-security.kubernetes.io/enforce": "restricted"}}}))?;
             options.created.namespace(ns);
             namespaces.create(&PostParams::default(), &object).await?;
         }
@@ -869,7 +893,9 @@ pub async fn suite(
             }
         }
     }
-    let finished = run_placed(client, cases, format, 100, options, checked.accept, out).await.map_err(|e| with_hint(e, checked.hint))?;
+    // Deleting an earlier run's namespaces may have taken long: the window starts now.
+    let accept = AcceptBy { since: Instant::now(), ..checked.accept };
+    let finished = run_placed(client, cases, format, 100, options, accept, out).await.map_err(|e| with_hint(e, checked.hint))?;
     options.write(client, &finished).await?;
     let ok = finished.iter().filter(|e| passed(e)).count();
     let failed = finished.len() - ok;

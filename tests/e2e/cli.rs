@@ -41,7 +41,9 @@ async fn without_an_operator_run_stops_within_5_s_and_says_what_is_missing() {
         let (code, out, err) = cli(&["run", "manifests/examples/experiments/liveness-http-restart.yaml", "-n", &ns.name], &[]);
         let took = started.elapsed();
         assert_eq!(code, Some(2), "{out}\n{err}");
-        // 3 s for the operator to accept, plus the preflight and the clean-up.
+        // The bound. 3 s from the start of the checks for the operator to accept (at
+        // least 2 s after the creation), then the clean-up; CI once measured 5.1 s when the
+        // accept window still started after slow checks on a loaded apiserver.
         assert!(took < Duration::from_secs(5), "took {took:?}");
         assert!(err.contains("no podlife operator with experiments enabled picked up experiment liveness-http-restart"), "{err}");
         // The fix depends on what is installed (other tests may have an operator elsewhere).
@@ -153,6 +155,12 @@ async fn after_the_demos_install_the_suite_runs_where_the_readme_says() {
             }
         }
         let _uninstall = Uninstall(!existed);
+        // As e2e/demo does: the namespace first, since the chart's Role for it lives there.
+        let namespaces: Api<Namespace> = Api::all(ns.client.clone());
+        if namespaces.get_opt(demo).await.unwrap().is_none() {
+            let object: Namespace = serde_json::from_value(json!({"metadata": {"name": demo}})).unwrap();
+            namespaces.create(&Default::default(), &object).await.unwrap();
+        }
         // The demo's own install command (e2e/demo).
         let (ok, out) = helm(&[
             "upgrade",
@@ -171,11 +179,6 @@ async fn after_the_demos_install_the_suite_runs_where_the_readme_says() {
             "experiments.enabled=true",
         ]);
         assert!(ok, "helm: {out}");
-        let namespaces: Api<Namespace> = Api::all(ns.client.clone());
-        if namespaces.get_opt(demo).await.unwrap().is_none() {
-            let object: Namespace = serde_json::from_value(json!({"metadata": {"name": demo}})).unwrap();
-            namespaces.create(&Default::default(), &object).await.unwrap();
-        }
         let case = "liveness-grpc-restart";
         // In namespaces of its own the suite stops at once and names the fix.
         let started = Instant::now();
