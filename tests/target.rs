@@ -223,6 +223,8 @@ async fn exec_probes_and_hooks_exit_with_the_scripted_code() {
     assert_eq!(hits["counters"]["liveness"]["fail"], 1);
     let kinds: Vec<&str> = hits["events"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
     assert!(kinds.contains(&"prestop") && kinds.contains(&"poststart"), "{kinds:?}");
+    // Exec hooks record their end, as HTTP ones do: "SIGTERM only after preStop ended" needs it.
+    assert!(kinds.contains(&"prestop-done") && kinds.contains(&"poststart-done"), "{kinds:?}");
     // No server on that port: a clear message and exit 2, never a false success.
     let other = Command::new(BIN).args(["probe", "liveness", "--control-port", "1"]).output().unwrap();
     assert_eq!(other.status.code(), Some(2));
@@ -349,6 +351,11 @@ async fn the_control_api_can_require_a_token() {
     assert_eq!(t.control(reqwest::Method::GET, "/hits", "").await.0, 401);
     let r = reqwest::Client::new().get(t.url(t.control, "/hits")).bearer_auth("s3cret").send().await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
+    // Through the apiserver's pod proxy, which drops Authorization, the token has its own header.
+    let with = |token: &str| reqwest::Client::new().get(t.url(t.control, "/hits")).header("X-Podlife-Token", token).send();
+    assert_eq!(with("s3cret").await.unwrap().status().as_u16(), 200);
+    assert_eq!(with("s3creT").await.unwrap().status().as_u16(), 401);
+    assert_eq!(with("s3cret-and-more").await.unwrap().status().as_u16(), 401);
     assert_eq!(t.probe("/healthz").await, 200, "probe port stays open to the kubelet");
 }
 
@@ -360,6 +367,85 @@ async fn metrics_count_hits_by_probe_transport_and_result() {
     assert_eq!(code, 200);
     assert!(body.contains(r#"podlife_target_probe_hits_total{probe="readiness",transport="http",result="fail"} 1"#), "{body}");
     assert!(body.contains("podlife_target_boot 1"));
+}
+
+#[tokio::test]
+async fn a_2_mib_script_is_refused_at_once_and_the_probes_stay_fast() {
+    // Before: the script's tokenizer was quadratic, so a 2 MiB script held a runtime worker,
+    // and the probes with it, for minutes.
+    let t = Target::start(&[]);
+    let huge = "ok for 1s, ".repeat(2 * 1024 * 1024 / 11);
+    let put = async {
+        let started = Instant::now();
+        let (code, text) = t.control(reqwest::Method::PUT, "/scripts/liveness", &huge).await;
+        (code, text, started.elapsed())
+    };
+    let healthz = async {
+        // Probes while the upload is handled; the worst answer time is what the kubelet sees.
+        let mut worst = Duration::ZERO;
+        for _ in 0..20 {
+            let started = Instant::now();
+            assert_eq!(t.probe("/healthz").await, 200);
+            worst = worst.max(started.elapsed());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        worst
+    };
+    let ((code, text, took), worst) = tokio::join!(put, healthz);
+    assert_eq!(code, 413, "{text}");
+    // Bounds from the issue: the answer within 1 s, probes within 200 ms (measured: a few ms).
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    assert!(worst < Duration::from_millis(200), "{worst:?}");
+    // Just under the script limit, the body passes and the parser names the bound.
+    let (code, text) = t.control(reqwest::Method::PUT, "/scripts/liveness", &"ok for 1s, ".repeat(2000)).await;
+    assert_eq!(code, 400);
+    assert!(text.contains("at most 16 KiB"), "{text}");
+}
+
+#[tokio::test]
+async fn faults_are_bounded_one_memory_fault_and_64_threads() {
+    // Before: /fault/memory without limitMib grew until the OOM killer, and every call started
+    // more threads.
+    let t = Target::start(&[]);
+    let (code, text) = t.control(reqwest::Method::POST, "/fault/memory?mibPerSec=1", "").await;
+    assert_eq!(code, 202, "{text}");
+    let limit: Value = serde_json::from_str(&text).unwrap();
+    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max").ok().and_then(|m| m.trim().parse::<u64>().ok());
+    let expected = cgroup.map_or(512, |bytes| (bytes >> 20) + 64);
+    assert_eq!(limit["limitMib"], expected, "the container's limit + 64 MiB, or 512 MiB without one");
+    let (code, text) = t.control(reqwest::Method::POST, "/fault/memory?mibPerSec=1&limitMib=2", "").await;
+    assert_eq!(code, 409, "{text}");
+    let (code, _) = t.control(reqwest::Method::POST, "/fault/memory?mibPerSec=1&limitMib=70000", "").await;
+    assert_eq!(code, 400);
+    // The memory fault holds one of the 64 thread places.
+    let (code, text) = t.control(reqwest::Method::POST, "/fault/cpu?threads=64&seconds=2", "").await;
+    assert_eq!(code, 409, "{text}");
+    assert!(text.contains("at most 64"), "{text}");
+    let (code, _) = t.control(reqwest::Method::POST, "/fault/cpu?threads=2&seconds=1", "").await;
+    assert_eq!(code, 202);
+    let (code, _) = t.control(reqwest::Method::POST, "/fault/cpu?threads=62&seconds=1", "").await;
+    assert_eq!(code, 409, "2 burning + 1 memory + 62 > 64");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (code, _) = t.control(reqwest::Method::POST, "/fault/cpu?threads=63&seconds=1", "").await;
+    assert_eq!(code, 202, "ended burners give their places back");
+    assert_eq!(t.probe("/healthz").await, 200);
+}
+
+#[tokio::test]
+async fn the_exec_socket_reads_one_short_line_only() {
+    // Before: a request line was read with no size bound.
+    use std::io::{BufRead, Write};
+    use std::os::linux::net::SocketAddrExt;
+    let t = Target::start(&[]);
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(format!("podlife-target.{}", t.control).as_bytes()).unwrap();
+    let mut stream = std::os::unix::net::UnixStream::connect_addr(&addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    // Far more than fits the bound, with no newline: answered without waiting for the end.
+    let _ = stream.write_all(&vec![b'x'; 1 << 20]);
+    let mut answer = String::new();
+    std::io::BufReader::new(stream).read_line(&mut answer).unwrap();
+    assert!(answer.starts_with("error expected one request line of at most 64 bytes"), "{answer}");
+    assert_eq!(t.exec("probe", "liveness"), 0, "still answering");
 }
 
 #[tokio::test]

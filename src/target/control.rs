@@ -106,20 +106,43 @@ pub fn router(target: &Arc<Target>) -> Router {
         .route("/fault/cpu", post(fault_cpu))
         .with_state(Arc::clone(target));
     if let Some(token) = target.config.control_token.clone() {
-        let expected = Arc::new(format!("Bearer {token}"));
+        let token: Arc<[u8]> = token.into_bytes().into();
         router = router.layer(middleware::from_fn(move |req: Request, next: Next| {
-            let expected = Arc::clone(&expected);
+            let token = Arc::clone(&token);
             async move {
-                let ok = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) == Some(expected.as_str());
-                if ok {
+                if presented_token(req.headers()).is_some_and(|t| token_matches(t, &token)) {
                     next.run(req).await
                 } else {
-                    ApiError(StatusCode::UNAUTHORIZED, "missing or wrong bearer token".into()).into_response()
+                    ApiError(StatusCode::UNAUTHORIZED, format!("missing or wrong token (send {TOKEN_HEADER} or a bearer token)"))
+                        .into_response()
                 }
             }
         }));
     }
+    // Scripts are at most 16 KiB; nothing else takes a body worth more.
+    router = router.layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES));
     router
+}
+
+/// The largest request body read.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The header that carries the token through the apiserver's pod proxy, which removes
+/// `Authorization` once it has authenticated the caller.
+pub const TOKEN_HEADER: &str = "x-podlife-token";
+
+/// The token a request presents: the podlife header, or a bearer token for direct callers.
+fn presented_token(headers: &axum::http::HeaderMap) -> Option<&[u8]> {
+    if let Some(v) = headers.get(TOKEN_HEADER) {
+        return Some(v.as_bytes());
+    }
+    headers.get(header::AUTHORIZATION)?.as_bytes().strip_prefix(b"Bearer ")
+}
+
+/// Compares in time that does not depend on where the first difference is.
+fn token_matches(presented: &[u8], expected: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    presented.ct_eq(expected).into()
 }
 
 async fn index() -> &'static str {
@@ -137,7 +160,7 @@ async fn index() -> &'static str {
      POST /exit?code=N&wait=DURATION   exit later\n\
      POST /crash                       abort (SIGABRT)\n\
      POST /kill?signal=NAME|N          die of a signal\n\
-     POST /fault/memory?mibPerSec=N[&limitMib=N]\n\
+     POST /fault/memory?mibPerSec=N[&limitMib=N]   default limit: the container's + 64 MiB, else 512\n\
      POST /fault/cpu?threads=N&seconds=N\n"
 }
 
@@ -316,8 +339,18 @@ async fn fault_memory(State(t): State<Arc<Target>>, q: Result<Query<MemoryQuery>
     if q.mib_per_sec == 0 || q.mib_per_sec > 10_000 {
         return Err(bad("mibPerSec must be 1-10000"));
     }
-    process::spawn_memory_hog(&t, q.mib_per_sec, q.limit_mib);
-    Ok(StatusCode::ACCEPTED.into_response())
+    if q.limit_mib.is_some_and(|l| l == 0 || l > MAX_MEMORY_FAULT_MIB) {
+        return Err(bad(format!("limitMib must be 1-{MAX_MEMORY_FAULT_MIB}")));
+    }
+    let limit = process::spawn_memory_hog(&t, q.mib_per_sec, q.limit_mib).map_err(refused)?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"limitMib": limit}))).into_response())
+}
+
+/// The largest `limitMib` accepted (64 GiB).
+const MAX_MEMORY_FAULT_MIB: u32 = 65_536;
+
+fn refused(e: process::FaultRefused) -> ApiError {
+    ApiError(StatusCode::CONFLICT, e.to_string())
 }
 
 #[derive(Deserialize)]
@@ -331,6 +364,6 @@ async fn fault_cpu(State(t): State<Arc<Target>>, q: Result<Query<CpuQuery>, axum
     if q.threads == 0 || q.threads > 64 || q.seconds == 0 || q.seconds > 3600 {
         return Err(bad("threads must be 1-64 and seconds 1-3600"));
     }
-    process::spawn_cpu_burn(&t, q.threads, q.seconds);
+    process::spawn_cpu_burn(&t, q.threads, q.seconds).map_err(refused)?;
     Ok(StatusCode::ACCEPTED.into_response())
 }

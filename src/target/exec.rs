@@ -45,44 +45,82 @@ pub fn spawn(target: Arc<Target>) -> Result<()> {
         .map_err(|e| Error::Exec(format!("cannot listen on @{}: {e}", socket_name(port))))?;
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
-            tokio::spawn(answer(Arc::clone(&target), stream));
+            match listener.accept().await {
+                Ok((stream, _)) => drop(tokio::spawn(answer(Arc::clone(&target), stream))),
+                // Out of descriptors, say: pause rather than spin on the error.
+                Err(e) => {
+                    tracing::warn!(error = %e, "exec socket accept failed");
+                    tokio::time::sleep(ACCEPT_RETRY).await;
+                }
+            }
         }
     });
     Ok(())
 }
 
+/// The longest request line read: real ones are `probe readiness` or `hook poststart`.
+const MAX_REQUEST_BYTES: u64 = 64;
+/// The longest a hook or probe hangs when the caller never leaves (the kubelet always does).
+const HANG_LIMIT: Duration = Duration::from_secs(600);
+const ACCEPT_RETRY: Duration = Duration::from_millis(50);
+
 async fn answer(target: Arc<Target>, stream: tokio::net::UnixStream) {
+    use tokio::io::AsyncReadExt;
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
-    if BufReader::new(read).read_line(&mut line).await.is_err() {
+    let mut reader = BufReader::new(read.take(MAX_REQUEST_BYTES));
+    if reader.read_line(&mut line).await.is_err() {
         return;
     }
+    if !line.ends_with('\n') {
+        return reply_error(&mut write, "expected one request line of at most 64 bytes").await;
+    }
+    // Whatever comes after the line is ignored; its end (EOF) means the caller left.
+    let mut read = reader.into_inner().into_inner();
     let started = Instant::now();
     let mut words = line.split_whitespace();
-    let (action, seq) = match (words.next(), words.next()) {
+    let (action, request, seq) = match (words.next(), words.next()) {
         (Some("probe"), Some(kind)) => match kind.parse::<ProbeKind>() {
             Ok(k) => {
                 let (a, seq) = target.probe_hit(k, Transport::Exec, "exec".into(), None);
-                (a, Some(seq))
+                (a, ExecRequest::Probe(k), Some(seq))
             }
             Err(e) => return reply_error(&mut write, &e).await,
         },
         (Some("hook"), Some(kind)) => match kind.parse::<HookKind>() {
-            Ok(k) => (target.hook_hit(k, "exec"), None),
+            Ok(k) => (target.hook_hit(k, "exec"), ExecRequest::Hook(k), None),
             Err(e) => return reply_error(&mut write, &e).await,
         },
         _ => return reply_error(&mut write, "expected 'probe KIND' or 'hook KIND'").await,
     };
+    let caller_left = async {
+        let mut sink = [0u8; 64];
+        while read.read(&mut sink).await.is_ok_and(|n| n > 0) {}
+    };
     match &action {
-        Action::Hang => std::future::pending::<()>().await,
+        // Until the caller (the kubelet's exec, after its timeout) goes away.
+        Action::Hang => {
+            let _ = tokio::time::timeout(HANG_LIMIT, caller_left).await;
+            return;
+        }
         Action::Close => return,
-        Action::Slow { delay } => tokio::time::sleep(*delay).await,
+        Action::Slow { delay } => {
+            tokio::select! {
+                () = tokio::time::sleep(*delay) => {}
+                () = caller_left => return,
+            }
+        }
         _ => {}
     }
     let _ = write.write_all(format!("exit {}\n", action.exit_code()).as_bytes()).await;
-    if let Some(seq) = seq {
-        target.answered(seq, started);
+    match request {
+        ExecRequest::Probe(_) => {
+            if let Some(seq) = seq {
+                target.answered(seq, started);
+            }
+        }
+        // As the HTTP hook does: "SIGTERM only after preStop ended" needs the end recorded.
+        ExecRequest::Hook(kind) => target.event(&format!("{}-done", kind.as_str()), format!("exec: {}", action.label())),
     }
 }
 

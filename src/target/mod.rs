@@ -5,6 +5,7 @@
 //! each answer; [`serve`] wires the transports (HTTP, TCP, gRPC, exec) and the control API.
 
 mod control;
+pub use control::{MAX_BODY_BYTES, TOKEN_HEADER};
 pub mod record;
 pub mod script;
 pub use control::router as control_router;

@@ -138,35 +138,106 @@ pub fn spawn_signal_handler(target: Arc<Target>) {
     });
 }
 
-/// Allocates and touches memory at `mib_per_sec` until `limit_mib` (or until the kernel's OOM
-/// killer ends the container).
-pub fn spawn_memory_hog(target: &Target, mib_per_sec: u32, limit_mib: Option<u32>) {
-    target.event("fault-memory", format!("{mib_per_sec} MiB/s, limit {limit_mib:?}"));
+/// Fault threads alive at once (memory hog and CPU burners together), so that repeated calls
+/// cannot exhaust the process's threads.
+pub const MAX_FAULT_THREADS: u32 = 64;
+/// The memory fault's bound when no limit is given and the container has no memory limit.
+pub const DEFAULT_MEMORY_FAULT_MIB: u32 = 512;
+/// Above the container's memory limit, so that a fault without `limitMib` still ends in
+/// OOMKilled where there is a limit to hit.
+const OVER_CGROUP_LIMIT_MIB: u32 = 64;
+
+static FAULT_THREADS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+static MEMORY_FAULT_RUNNING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Why a fault was not started.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FaultRefused {
+    #[error("a memory fault is already running; it holds what it took until the process ends")]
+    MemoryFaultRunning,
+    #[error("{running} fault threads already run; at most {MAX_FAULT_THREADS} at once")]
+    TooManyThreads { running: u32 },
+}
+
+/// A fault thread's place in [`FAULT_THREADS`], given back when the thread ends.
+struct FaultThread;
+
+impl FaultThread {
+    fn reserve(n: u32) -> Result<Vec<FaultThread>, FaultRefused> {
+        use std::sync::atomic::Ordering;
+        FAULT_THREADS
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |running| running.checked_add(n).filter(|t| *t <= MAX_FAULT_THREADS))
+            .map_err(|running| FaultRefused::TooManyThreads { running })?;
+        Ok((0..n).map(|_| FaultThread).collect())
+    }
+}
+
+impl Drop for FaultThread {
+    fn drop(&mut self) {
+        FAULT_THREADS.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// The memory limit of the container's cgroup (v2) in MiB, if it has one.
+fn cgroup_memory_limit_mib() -> Option<u32> {
+    let text = std::fs::read_to_string("/sys/fs/cgroup/memory.max").ok()?;
+    let bytes: u64 = text.trim().parse().ok()?;
+    u32::try_from(bytes >> 20).ok()
+}
+
+/// How far a memory fault grows: the given limit, or just past the container's memory limit
+/// (so the kernel's OOM killer ends it, which is what the fault is for), or a fixed bound.
+#[must_use]
+pub fn memory_fault_limit_mib(limit_mib: Option<u32>, cgroup_limit_mib: Option<u32>) -> u32 {
+    limit_mib.unwrap_or_else(|| cgroup_limit_mib.map_or(DEFAULT_MEMORY_FAULT_MIB, |l| l.saturating_add(OVER_CGROUP_LIMIT_MIB)))
+}
+
+/// Allocates and touches memory at `mib_per_sec` up to [`memory_fault_limit_mib`], then holds
+/// it. One at a time.
+///
+/// # Errors
+/// A memory fault already runs, or the fault threads are all taken.
+pub fn spawn_memory_hog(target: &Target, mib_per_sec: u32, limit_mib: Option<u32>) -> Result<u32, FaultRefused> {
+    use std::sync::atomic::Ordering;
+    let limit = memory_fault_limit_mib(limit_mib, cgroup_memory_limit_mib());
+    if MEMORY_FAULT_RUNNING.swap(true, Ordering::SeqCst) {
+        return Err(FaultRefused::MemoryFaultRunning);
+    }
+    let slot = FaultThread::reserve(1).inspect_err(|_| MEMORY_FAULT_RUNNING.store(false, Ordering::SeqCst))?;
+    target.event("fault-memory", format!("{mib_per_sec} MiB/s up to {limit} MiB"));
     std::thread::spawn(move || {
+        let _slot = slot;
         let mut held: Vec<Vec<u8>> = Vec::new();
         let pause = Duration::from_secs_f64(1.0 / f64::from(mib_per_sec.max(1)));
-        while limit_mib.is_none_or(|l| held.len() < l as usize) {
+        while held.len() < limit as usize {
             // Filled with ones so every page is really committed, not just reserved.
             held.push(vec![1u8; 1 << 20]);
             std::thread::sleep(pause);
         }
-        tracing::info!(mib = held.len(), "memory hog reached its limit; holding");
+        tracing::info!(mib = held.len(), "memory fault reached its limit; holding");
         loop {
             std::thread::sleep(Duration::from_secs(3600));
         }
     });
+    Ok(limit)
 }
 
 /// Spins `threads` threads for `seconds`.
-pub fn spawn_cpu_burn(target: &Target, threads: u32, seconds: u64) {
+///
+/// # Errors
+/// That many more would exceed [`MAX_FAULT_THREADS`].
+pub fn spawn_cpu_burn(target: &Target, threads: u32, seconds: u64) -> Result<(), FaultRefused> {
+    let slots = FaultThread::reserve(threads)?;
     target.event("fault-cpu", format!("{threads} threads for {seconds}s"));
     let deadline = std::time::Instant::now() + Duration::from_secs(seconds);
-    for _ in 0..threads {
+    for slot in slots {
         std::thread::spawn(move || {
+            let _slot = slot;
             let mut x: u64 = 1;
             while std::time::Instant::now() < deadline {
                 x = std::hint::black_box(x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1));
             }
         });
     }
+    Ok(())
 }

@@ -1,7 +1,9 @@
 //! The target's record of what happened to it: every probe hit, every lifecycle event.
 //!
-//! Bounded: the hit log keeps the newest [`HIT_LOG_CAPACITY`] entries and counts what it
-//! dropped, so a long soak cannot grow the target without limit.
+//! Bounded in count and in bytes: the hit log keeps the newest [`HIT_LOG_CAPACITY`] entries and
+//! counts what it dropped, and every free-form text in it (a User-Agent, an event's detail such
+//! as a whole script) is cut to [`MAX_TEXT_BYTES`], so a long soak or a hostile caller cannot
+//! grow the target without limit.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
@@ -11,6 +13,22 @@ use serde::{Deserialize, Serialize};
 
 pub const HIT_LOG_CAPACITY: usize = 10_000;
 pub const EVENT_LOG_CAPACITY: usize = 1_000;
+/// The most bytes of a User-Agent or an event's detail that are kept.
+pub const MAX_TEXT_BYTES: usize = 256;
+
+/// `text` cut to at most [`MAX_TEXT_BYTES`] bytes on a character boundary, marked with `…`.
+#[must_use]
+pub fn bounded_text(mut text: String) -> String {
+    if text.len() > MAX_TEXT_BYTES {
+        let mut end = MAX_TEXT_BYTES - '…'.len_utf8();
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
+}
 
 /// The kubelet's three probe types. podlife-target serves each one separately.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -173,6 +191,8 @@ impl Record {
 
     /// Records a hit and returns its sequence number.
     pub fn push_hit(&mut self, mut hit: Hit) -> u64 {
+        hit.user_agent = hit.user_agent.map(bounded_text);
+        hit.peer = bounded_text(hit.peer);
         hit.seq = self.next_seq;
         self.next_seq += 1;
         *self.counters.entry((hit.probe, hit.result.clone())).or_default() += 1;
@@ -192,7 +212,8 @@ impl Record {
         }
     }
 
-    pub fn push_event(&mut self, event: LifecycleEvent) {
+    pub fn push_event(&mut self, mut event: LifecycleEvent) {
+        event.detail = bounded_text(event.detail);
         if self.events.len() == EVENT_LOG_CAPACITY {
             self.events.pop_front();
             self.dropped_events += 1;
@@ -249,6 +270,21 @@ mod tests {
         assert_eq!(s.counters["liveness"]["ok"], (HIT_LOG_CAPACITY + 5) as u64);
         assert_eq!(s.counters["readiness"]["fail"], 1);
         assert_eq!(s.hits.last().unwrap().seq, (HIT_LOG_CAPACITY + 5) as u64);
+    }
+
+    #[test]
+    fn free_text_is_cut_so_the_record_is_bounded_in_bytes() {
+        // Before: every hit kept its whole User-Agent and every script change its whole text.
+        let mut r = Record::default();
+        let mut h = hit(ProbeKind::Liveness, "ok");
+        h.user_agent = Some("é".repeat(10_000));
+        r.push_hit(h);
+        r.push_event(LifecycleEvent { at_ms: 1, kind: "script".into(), detail: "ok for 1s, ".repeat(10_000), boot: 1 });
+        let s = r.snapshot(1, None);
+        let ua = s.hits[0].user_agent.as_deref().unwrap();
+        assert!(ua.len() <= MAX_TEXT_BYTES && ua.ends_with('…') && ua.starts_with("éé"), "{}", ua.len());
+        assert!(s.events[0].detail.len() <= MAX_TEXT_BYTES && s.events[0].detail.starts_with("ok for 1s"));
+        assert_eq!(bounded_text("short".into()), "short");
     }
 
     #[test]

@@ -28,6 +28,10 @@
 use std::fmt;
 use std::time::Duration;
 
+/// The longest script accepted. Real scripts are a line or two; the bound keeps a hostile or
+/// mistaken upload from costing the probes that share the runtime.
+pub const MAX_SCRIPT_BYTES: usize = 16 * 1024;
+
 use serde::{Deserialize, Serialize};
 
 /// What one probe hit is answered with.
@@ -150,23 +154,24 @@ struct Token<'a> {
 }
 
 fn tokenize(src: &str) -> Vec<Token<'_>> {
-    // Commas are tokens of their own; everything else splits on whitespace.
+    // Commas are tokens of their own; everything else splits on whitespace. Columns are
+    // counted as the characters go by, so the whole pass stays linear in the script's length.
     let mut tokens = Vec::new();
-    let mut start: Option<usize> = None;
-    for (i, ch) in src.char_indices() {
+    let mut start: Option<(usize, usize)> = None;
+    for (column, (i, ch)) in (1..).zip(src.char_indices()) {
         if ch.is_whitespace() || ch == ',' {
-            if let Some(s) = start.take() {
-                tokens.push(Token { text: &src[s..i], column: src[..s].chars().count() + 1 });
+            if let Some((s, c)) = start.take() {
+                tokens.push(Token { text: &src[s..i], column: c });
             }
             if ch == ',' {
-                tokens.push(Token { text: &src[i..=i], column: src[..i].chars().count() + 1 });
+                tokens.push(Token { text: &src[i..=i], column });
             }
         } else if start.is_none() {
-            start = Some(i);
+            start = Some((i, column));
         }
     }
-    if let Some(s) = start {
-        tokens.push(Token { text: &src[s..], column: src[..s].chars().count() + 1 });
+    if let Some((s, c)) = start {
+        tokens.push(Token { text: &src[s..], column: c });
     }
     tokens
 }
@@ -298,6 +303,9 @@ impl Script {
     /// # Errors
     /// A [`ScriptError`] naming the column and token that do not fit the grammar.
     pub fn parse(src: &str) -> Result<Self, ScriptError> {
+        if src.len() > MAX_SCRIPT_BYTES {
+            return Err(ScriptError { column: 1, found: format!("{} bytes", src.len()), expected: "a script of at most 16 KiB" });
+        }
         let tokens = tokenize(src);
         let mut p = Parser { tokens, pos: 0, end_column: src.chars().count() + 1 };
         let mut steps = Vec::new();

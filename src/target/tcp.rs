@@ -47,11 +47,19 @@ async fn run(target: Arc<Target>, kind: ProbeKind, port: u16) {
             tokio::time::sleep(POLL).await;
             continue;
         };
-        if let Ok(Ok((stream, peer))) = tokio::time::timeout(POLL, l.accept()).await {
-            let started = Instant::now();
-            let (_, seq) = target.probe_hit(kind, Transport::Tcp, peer.to_string(), None);
-            drop(stream);
-            target.answered(seq, started);
+        match tokio::time::timeout(POLL, l.accept()).await {
+            Ok(Ok((stream, peer))) => {
+                let started = Instant::now();
+                let (_, seq) = target.probe_hit(kind, Transport::Tcp, peer.to_string(), None);
+                drop(stream);
+                target.answered(seq, started);
+            }
+            // Out of descriptors, say: pause rather than spin on the error.
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "tcp accept failed");
+                tokio::time::sleep(POLL).await;
+            }
+            Err(_) => {}
         }
     }
 }
