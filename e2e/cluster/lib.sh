@@ -27,3 +27,10 @@ timed() {
   log "$1 took $((SECONDS - start))s (exit $rc)"
   return $rc
 }
+
+# manifests/install.yaml: the chart rendered with its defaults, for plain-YAML users, with its
+# namespace first so that `kubectl apply -f` works from any current namespace.
+render_install_yaml() {
+  printf -- '---\n# The namespace every namespaced object below names.\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: podlife-system\n'
+  "$HELM_BIN/helm" template podlife charts/podlife --namespace podlife-system --include-crds --kube-version "${K8S_VERSION#v}"
+}

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use podlife::lifecycle::BackoffProfile;
-use podlife::operator::{LeaseConfig, OperatorConfig, Selection, run};
+use podlife::operator::{ExperimentSettings, LeaseConfig, OperatorConfig, Selection, run};
 
 /// Watches pods and records each tracked pod's phases, conditions, container states, every
 /// termination and the CrashLoopBackOff delays the kubelet applied into a PodLifecycle report.
@@ -70,6 +70,11 @@ struct Args {
     /// Image for experiment containers that name none.
     #[arg(long, env = "PODLIFE_TARGET_IMAGE", default_value = concat!("localhost/podlife-target:", env!("CARGO_PKG_VERSION")))]
     target_image: String,
+    /// Let experiment pods be privileged, use host namespaces or hostPath, add capabilities,
+    /// or run as another ServiceAccount. Off: on a shared cluster anyone who may create a
+    /// ProbeExperiment would borrow the operator's identity for such pods.
+    #[arg(long, env = "PODLIFE_EXPERIMENTS_ALLOW_UNRESTRICTED_PODS")]
+    experiments_allow_unrestricted_pods: bool,
     /// Log format.
     #[arg(long, env = "PODLIFE_LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
     log_format: String,
@@ -107,7 +112,10 @@ async fn main() -> anyhow::Result<()> {
         budget_bytes: args.budget_bytes,
         listen: args.listen,
         watch_stale_after: args.watch_stale_after,
-        experiments_target_image: args.experiments.then_some(args.target_image),
+        experiments: args.experiments.then_some(ExperimentSettings {
+            target_image: args.target_image,
+            allow_unrestricted_pods: args.experiments_allow_unrestricted_pods,
+        }),
         lease: args.leader_elect.then(|| LeaseConfig {
             namespace: args.lease_namespace,
             name: args.lease_name,

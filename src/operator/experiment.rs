@@ -22,6 +22,7 @@ use serde_json::json;
 
 use crate::crd::experiment::TargetMark;
 use crate::crd::experiment::{ExperimentPhase, ExperimentStatus, ProbeExperiment};
+use crate::harness::pod::{self as experiment_pod, target_control_ports};
 use crate::harness::verdict::{HitTime, JobObserved, Observed, TargetEvent, evaluate, merge_hit_times, merge_target_events};
 use crate::lifecycle::{BackoffProfile, EventSnapshot, PodHistory, PodSnapshot, Source};
 use crate::lock;
@@ -29,10 +30,18 @@ use crate::operator::keep_watching;
 use crate::target::record::RecordSnapshot;
 
 const TICK: Duration = Duration::from_millis(200);
-const DEFAULT_CONTROL_PORT: u16 = 9090;
+
+/// How experiments are run.
+#[derive(Debug, Clone)]
+pub struct ExperimentSettings {
+    /// The image of containers that name none.
+    pub target_image: String,
+    /// Skip [`experiment_pod::check`]: pods may be privileged, use the host, and so on.
+    pub allow_unrestricted_pods: bool,
+}
 
 /// Watches ProbeExperiments in `namespaces` (all if empty) and runs each new one once.
-pub async fn run_experiments(client: Client, namespaces: Vec<String>, target_image: String, profile: BackoffProfile) {
+pub async fn run_experiments(client: Client, namespaces: Vec<String>, settings: ExperimentSettings, profile: BackoffProfile) {
     let apis: Vec<Api<ProbeExperiment>> = if namespaces.is_empty() {
         vec![Api::all(client.clone())]
     } else {
@@ -45,7 +54,7 @@ pub async fn run_experiments(client: Client, namespaces: Vec<String>, target_ima
     let streams = apis.into_iter().map(|api| {
         let client = client.clone();
         let started = Arc::clone(&started);
-        let image = target_image.clone();
+        let settings = settings.clone();
         let runs = Arc::clone(&runs);
         keep_watching(
             watcher(api, watcher::Config::default()).default_backoff().applied_objects(),
@@ -55,7 +64,7 @@ pub async fn run_experiments(client: Client, namespaces: Vec<String>, target_ima
                 let phase = exp.status.as_ref().map(|s| s.phase).unwrap_or_default();
                 let fresh = lock(&started).insert(uid);
                 if fresh && !phase.is_final() {
-                    let (client, image) = (client.clone(), image.clone());
+                    let (client, settings) = (client.clone(), settings.clone());
                     let mut runs = lock(&runs);
                     while runs.try_join_next().is_some() {}
                     runs.spawn(async move {
@@ -68,14 +77,73 @@ pub async fn run_experiments(client: Client, namespaces: Vec<String>, target_ima
                             };
                             write_status(&client, &exp, &status).await;
                         } else {
-                            run_one(client, exp, image, profile).await;
+                            run_one(client, exp, settings, profile).await;
                         }
                     });
                 }
             },
         )
     });
-    let _ = futures::future::join_all(streams).await;
+    let elsewhere = (!namespaces.is_empty()).then(|| refuse_uncovered(client.clone(), namespaces.clone(), Arc::clone(&runs)));
+    let _ = futures::future::join(futures::future::join_all(streams), async {
+        if let Some(elsewhere) = elsewhere {
+            elsewhere.await;
+        }
+    })
+    .await;
+}
+
+/// How long an experiment outside this operator's namespaces is left to another operator that
+/// may cover it before it is told that none does (a covering one accepts within a second).
+const UNCOVERED_GRACE: Duration = Duration::from_secs(10);
+
+/// Ends experiments in namespaces this operator does not cover, and that no other operator
+/// accepted within [`UNCOVERED_GRACE`], in Error with a reason that says so, instead of leaving
+/// them waiting forever.
+async fn refuse_uncovered(client: Client, covered: Vec<String>, runs: Arc<Mutex<tokio::task::JoinSet<()>>>) {
+    let seen: Arc<Mutex<HashSet<String>>> = Arc::default();
+    keep_watching(
+        watcher(Api::<ProbeExperiment>::all(client.clone()), watcher::Config::default()).default_backoff().applied_objects(),
+        "experiments elsewhere",
+        move |exp: ProbeExperiment| {
+            let ns = exp.namespace().unwrap_or_default();
+            if exp.status.is_some() || covered.contains(&ns) || !lock(&seen).insert(exp.uid().unwrap_or_default()) {
+                return;
+            }
+            let age = exp
+                .creation_timestamp()
+                .map_or(Duration::ZERO, |t| Duration::try_from(Timestamp::now().duration_since(t.0)).unwrap_or(Duration::ZERO));
+            let (client, covered) = (client.clone(), covered.join(", "));
+            let mut runs = lock(&runs);
+            while runs.try_join_next().is_some() {}
+            runs.spawn(async move {
+                tokio::time::sleep(UNCOVERED_GRACE.saturating_sub(age)).await;
+                let reason = format!(
+                    "no podlife operator runs experiments in namespace {ns}: the one that answered covers only {covered} \
+                     (add {ns} to the chart's selection.namespaces, or run the experiment in one of those)"
+                );
+                refuse_if_still_new(&client, &exp, reason).await;
+            });
+        },
+    )
+    .await;
+}
+
+/// Writes Error with `reason` unless the experiment changed since `exp` was read (another
+/// operator accepted it): the write carries `exp`'s resourceVersion as a precondition.
+async fn refuse_if_still_new(client: &Client, exp: &ProbeExperiment, reason: String) {
+    let api: Api<ProbeExperiment> = Api::namespaced(client.clone(), &exp.namespace().unwrap_or_default());
+    let status =
+        ExperimentStatus { phase: ExperimentPhase::Error, reason: Some(reason), finished_at: Some(Timestamp::now()), ..Default::default() };
+    let patch = json!({"apiVersion": "podlife.io/v1alpha1", "kind": "ProbeExperiment",
+        "metadata": {"resourceVersion": exp.resource_version()}, "status": status});
+    match api.patch_status(&exp.name_any(), &PatchParams::apply("podlife-experiments").force(), &Patch::Apply(patch)).await {
+        Ok(_) => {
+            tracing::info!(experiment = %exp.name_any(), namespace = ?exp.namespace(), "refused an experiment in a namespace not covered")
+        }
+        // 409: it changed (accepted elsewhere, or deleted and recreated): not ours to end.
+        Err(e) => tracing::debug!(experiment = %exp.name_any(), error = %e, "left an experiment elsewhere alone"),
+    }
 }
 
 async fn write_status(client: &Client, exp: &ProbeExperiment, status: &ExperimentStatus) {
@@ -91,17 +159,24 @@ fn pod_name(exp: &str) -> String {
     n.trim_end_matches(['-', '.']).to_string()
 }
 
-fn build_pod(exp: &ProbeExperiment, image: &str) -> Result<Pod, String> {
+/// The experiment's pod: the user's spec, checked against the policy, with the default image,
+/// the restricted defaults and the control token filled in.
+fn build_pod(exp: &ProbeExperiment, settings: &ExperimentSettings, token_secret: &str) -> Result<Pod, String> {
     let mut spec = exp.spec.pod.clone();
     if spec.containers.is_empty() {
         return Err("spec.pod.containers is empty".into());
     }
+    if !settings.allow_unrestricted_pods {
+        experiment_pod::check(&spec).map_err(|e| e.to_string())?;
+    }
     for c in spec.containers.iter_mut().chain(spec.init_containers.iter_mut().flatten()) {
         if c.image.as_deref().unwrap_or_default().is_empty() {
-            c.image = Some(image.to_string());
+            c.image = Some(settings.target_image.clone());
         }
         c.image_pull_policy.get_or_insert_with(|| "IfNotPresent".into());
     }
+    experiment_pod::restrict(&mut spec);
+    experiment_pod::give_token(&mut spec, token_secret);
     let owner = exp.controller_owner_ref(&()).ok_or("the experiment has no uid yet")?;
     let mut pod: Pod = serde_json::from_value(json!({
         "metadata": {"name": pod_name(&exp.name_any()), "labels": {"podlife.io/experiment": exp.name_any(), "podlife.io/track": "true"}},
@@ -112,15 +187,39 @@ fn build_pod(exp: &ProbeExperiment, image: &str) -> Result<Pod, String> {
     Ok(pod)
 }
 
+/// The control token's Secret: named after the experiment's UID, so an earlier run's (which
+/// the garbage collector removes with its experiment) never collides.
+fn token_secret_name(exp: &ProbeExperiment) -> String {
+    format!("pe-token-{}", exp.uid().unwrap_or_default())
+}
+
+/// Creates the experiment's control token and its Secret, owned by the experiment.
+async fn create_token(client: &Client, exp: &ProbeExperiment) -> Result<String, String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| format!("cannot generate a control token: {e}"))?;
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let owner = exp.controller_owner_ref(&()).ok_or("the experiment has no uid yet")?;
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": {"name": token_secret_name(exp), "labels": {"podlife.io/experiment": exp.name_any()}, "ownerReferences": [owner]},
+        "type": "Opaque",
+        "stringData": {experiment_pod::TOKEN_KEY: token},
+    }))
+    .map_err(|e| e.to_string())?;
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), &exp.namespace().unwrap_or_default());
+    secrets.create(&PostParams::default(), &secret).await.map_err(|e| format!("cannot create the control token's Secret: {e}"))?;
+    Ok(token)
+}
+
 /// One experiment from start to verdict.
 #[tracing::instrument(skip_all, fields(experiment = %exp.name_any()))]
-async fn run_one(client: Client, exp: ProbeExperiment, image: String, profile: BackoffProfile) {
+async fn run_one(client: Client, exp: ProbeExperiment, settings: ExperimentSettings, profile: BackoffProfile) {
     let ns = exp.namespace().unwrap_or_default();
     let mut status = ExperimentStatus { phase: ExperimentPhase::Running, started_at: Some(Timestamp::now()), ..Default::default() };
     write_status(&client, &exp, &status).await;
     let timeout = Duration::from_secs(u64::from(exp.spec.timeout_seconds));
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let outcome = tokio::time::timeout(timeout, observe(&client, &exp, &image, &profile, &mut status)).await;
+    let mut created = None;
+    let outcome = tokio::time::timeout(timeout, observe(&client, &exp, &settings, &profile, &mut status, &mut created)).await;
     match outcome {
         Ok(Ok(())) => {}
         Ok(Err(reason)) => {
@@ -135,15 +234,25 @@ async fn run_one(client: Client, exp: ProbeExperiment, image: String, profile: B
     status.finished_at = Some(Timestamp::now());
     tracing::info!(phase = ?status.phase, summary = %status.summary, "experiment finished");
     write_status(&client, &exp, &status).await;
-    let name = pod_name(&exp.name_any());
-    if exp.spec.job.is_some() {
-        let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
-        let dp =
-            DeleteParams { grace_period_seconds: Some(0), propagation_policy: Some(PropagationPolicy::Background), ..Default::default() };
-        let _ = jobs.delete(&name, &dp).await;
-    } else {
-        let _ = pods.delete(&name, &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await;
+    // Only what this run created: a precondition on its UID, so a same-named object made by
+    // anyone else since is left alone.
+    let dp = |uid: &str| DeleteParams {
+        grace_period_seconds: Some(0),
+        propagation_policy: Some(PropagationPolicy::Background),
+        preconditions: Some(kube::api::Preconditions { uid: Some(uid.to_string()), resource_version: None }),
+        ..Default::default()
+    };
+    match created {
+        Some(Created::Job { name, uid }) => drop(Api::<Job>::namespaced(client.clone(), &ns).delete(&name, &dp(&uid)).await),
+        Some(Created::Pod { name, uid }) => drop(pods.delete(&name, &dp(&uid)).await),
+        None => {}
     }
+}
+
+/// What a run created, to delete when it ends.
+enum Created {
+    Pod { name: String, uid: String },
+    Job { name: String, uid: String },
 }
 
 /// What the experiment created: one pod, or a Job whose pods are all observed.
@@ -185,34 +294,44 @@ impl Histories {
     }
 }
 
-/// Deletes a leftover object of the same name (an earlier run) and waits until it is gone.
-async fn delete_leftover<K>(api: &Api<K>, name: &str)
+/// Deletes a leftover object of the same name (an earlier run of this experiment) and waits
+/// until it is gone; an object that run did not own stops the experiment instead.
+async fn delete_leftover<K>(api: &Api<K>, kind: &'static str, name: &str, experiment: &str) -> Result<(), String>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    let dp = DeleteParams { grace_period_seconds: Some(0), propagation_policy: Some(PropagationPolicy::Background), ..Default::default() };
+    let existing = api.get_opt(name).await.map_err(|e| format!("cannot read {kind} {name}: {e}"))?;
+    let Some(existing) = existing else { return Ok(()) };
+    experiment_pod::may_replace(kind, name, existing.meta().owner_references.as_deref(), experiment).map_err(|e| e.to_string())?;
+    let dp = DeleteParams {
+        grace_period_seconds: Some(0),
+        propagation_policy: Some(PropagationPolicy::Background),
+        preconditions: Some(kube::api::Preconditions { uid: existing.meta().uid.clone(), resource_version: None }),
+        ..Default::default()
+    };
     let _ = api.delete(name, &dp).await;
     for _ in 0..100 {
         if api.get_opt(name).await.ok().flatten().is_none() {
-            break;
+            return Ok(());
         }
         tokio::time::sleep(TICK).await;
     }
+    Err(format!("{kind} {name} from an earlier run was still being deleted after 20 s"))
 }
 
-async fn create_subject(client: &Client, exp: &ProbeExperiment, image: &str) -> Result<(Subject, Timestamp), String> {
+async fn create_subject(client: &Client, exp: &ProbeExperiment, pod: Pod) -> Result<(Subject, Created, Timestamp), String> {
     let ns = exp.namespace().unwrap_or_default();
     let name = pod_name(&exp.name_any());
-    let pod = build_pod(exp, image)?;
     let Some(settings) = &exp.spec.job else {
         let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-        delete_leftover(&pods, &name).await;
+        delete_leftover(&pods, "pod", &name, &exp.name_any()).await?;
         let created = pods.create(&PostParams::default(), &pod).await.map_err(|e| format!("cannot create pod {name}: {e}"))?;
         let at = created.metadata.creation_timestamp.clone().map_or_else(Timestamp::now, |t| t.0);
-        return Ok((Subject::Pod { name, uid: created.uid().unwrap_or_default() }, at));
+        let uid = created.uid().unwrap_or_default();
+        return Ok((Subject::Pod { name: name.clone(), uid: uid.clone() }, Created::Pod { name, uid }, at));
     };
     let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
-    delete_leftover(&jobs, &name).await;
+    delete_leftover(&jobs, "job", &name, &exp.name_any()).await?;
     let job: Job = serde_json::from_value(json!({
         "metadata": {"name": name, "labels": {"podlife.io/experiment": exp.name_any()}, "ownerReferences": pod.metadata.owner_references},
         "spec": {
@@ -225,7 +344,7 @@ async fn create_subject(client: &Client, exp: &ProbeExperiment, image: &str) -> 
     .map_err(|e| e.to_string())?;
     let created = jobs.create(&PostParams::default(), &job).await.map_err(|e| format!("cannot create job {name}: {e}"))?;
     let at = created.metadata.creation_timestamp.clone().map_or_else(Timestamp::now, |t| t.0);
-    Ok((Subject::Job { name }, at))
+    Ok((Subject::Job { name: name.clone() }, Created::Job { name, uid: created.uid().unwrap_or_default() }, at))
 }
 
 /// The Job's counts and True conditions; `None` if it cannot be read.
@@ -241,14 +360,19 @@ async fn read_job(jobs: &Api<Job>, name: &str) -> Option<JobObserved> {
 async fn observe(
     client: &Client,
     exp: &ProbeExperiment,
-    image: &str,
+    settings: &ExperimentSettings,
     profile: &BackoffProfile,
     status: &mut ExperimentStatus,
+    created: &mut Option<Created>,
 ) -> Result<(), String> {
     let ns = exp.namespace().unwrap_or_default();
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
-    let (subject, created_at) = create_subject(client, exp, image).await?;
+    // Checked before anything is created: a refused pod leaves nothing behind.
+    let pod = build_pod(exp, settings, &token_secret_name(exp))?;
+    let token = create_token(client, exp).await?;
+    let (subject, made, created_at) = create_subject(client, exp, pod).await?;
+    *created = Some(made);
     let pod_selector = match &subject {
         Subject::Pod { name, uid } => {
             status.pod_name = Some(name.clone());
@@ -332,7 +456,7 @@ async fn observe(
                     if action.delete.is_some() {
                         observed.deleted_at = Some(Timestamp::now());
                     }
-                    let result = perform(client, &ns, name, exp, action).await;
+                    let result = perform(client, &ns, name, exp, action, &token).await;
                     status.actions_done.push(format!("{elapsed:.1}s {}: {result}", action.name));
                 }
             }
@@ -347,7 +471,7 @@ async fn observe(
             match &subject {
                 Subject::Pod { name, .. } => {
                     for port in &hit_ports {
-                        if let Some(read) = fetch_hits(client, &ns, name, *port).await {
+                        if let Some(read) = fetch_hits(client, &ns, name, *port, &token).await {
                             observed.hits.insert(*port, read.counters);
                             // A restarted container starts a new record: keep every run's.
                             merge_target_events(observed.target_events.entry(*port).or_default(), read.events);
@@ -385,11 +509,22 @@ async fn observe(
     Ok(())
 }
 
-async fn perform(client: &Client, ns: &str, pod: &str, exp: &ProbeExperiment, action: &crate::crd::experiment::Action) -> String {
+async fn perform(
+    client: &Client,
+    ns: &str,
+    pod: &str,
+    exp: &ProbeExperiment,
+    action: &crate::crd::experiment::Action,
+    token: &str,
+) -> String {
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     if let Some(call) = &action.call {
         let uri = format!("/api/v1/namespaces/{ns}/pods/{pod}:{}/proxy{}", call.port, call.path);
-        let req = http::Request::builder().method(call.method.as_str()).uri(uri).body(call.body.clone().unwrap_or_default().into_bytes());
+        let req = http::Request::builder()
+            .method(call.method.as_str())
+            .uri(uri)
+            .header(crate::target::TOKEN_HEADER, token)
+            .body(call.body.clone().unwrap_or_default().into_bytes());
         return match req {
             Ok(req) => match client.request_text(req).await {
                 Ok(text) => format!("{} {} -> {}", call.method, call.path, one_line(&text)),
@@ -491,25 +626,6 @@ fn target_marks(observed: &Observed, targets: &BTreeMap<u16, String>) -> Vec<Tar
     marks
 }
 
-/// The containers that run podlife-target (no image, or the podlife-target image), by control
-/// port: `--control-port N`, `--control-port=N`, `PODLIFE_CONTROL_PORT`, or the default 9090.
-fn target_control_ports(pod: &k8s_openapi::api::core::v1::PodSpec) -> BTreeMap<u16, String> {
-    let all = pod.init_containers.iter().flatten().chain(pod.containers.iter());
-    all.filter(|c| c.image.as_deref().is_none_or(|i| i.is_empty() || i.contains("podlife-target")))
-        .map(|c| {
-            let args = c.args.clone().unwrap_or_default();
-            let from_args = args.iter().enumerate().find_map(|(i, a)| match a.strip_prefix("--control-port") {
-                Some("") => args.get(i + 1)?.parse().ok(),
-                Some(v) => v.strip_prefix('=')?.parse().ok(),
-                None => None,
-            });
-            let from_env =
-                || c.env.iter().flatten().find(|e| e.name == "PODLIFE_CONTROL_PORT").and_then(|e| e.value.as_deref()?.parse().ok());
-            (from_args.or_else(from_env).unwrap_or(DEFAULT_CONTROL_PORT), c.name.clone())
-        })
-        .collect()
-}
-
 /// What one read of the target's `/hits` gives.
 struct HitsRead {
     counters: BTreeMap<String, BTreeMap<String, u64>>,
@@ -518,8 +634,11 @@ struct HitsRead {
 }
 
 /// The target's probe counters, its lifecycle event kinds in order, and its hit times.
-async fn fetch_hits(client: &Client, ns: &str, pod: &str, port: u16) -> Option<HitsRead> {
-    let req = http::Request::get(format!("/api/v1/namespaces/{ns}/pods/{pod}:{port}/proxy/hits")).body(Vec::new()).ok()?;
+async fn fetch_hits(client: &Client, ns: &str, pod: &str, port: u16, token: &str) -> Option<HitsRead> {
+    let req = http::Request::get(format!("/api/v1/namespaces/{ns}/pods/{pod}:{port}/proxy/hits"))
+        .header(crate::target::TOKEN_HEADER, token)
+        .body(Vec::new())
+        .ok()?;
     let text = tokio::time::timeout(Duration::from_secs(2), client.request_text(req)).await.ok()?.ok()?;
     let snapshot: RecordSnapshot = serde_json::from_str(&text).ok()?;
     // Older targets do not send their start time; their boot count is the best run key there is.
@@ -533,26 +652,4 @@ async fn fetch_hits(client: &Client, ns: &str, pod: &str, port: u16) -> Option<H
             .map(|h| HitTime { run, seq: h.seq, probe: h.probe.as_str().to_string(), at_ms: h.at_ms, result: h.result })
             .collect(),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn target_control_ports_come_from_args_env_or_the_default() {
-        let spec: k8s_openapi::api::core::v1::PodSpec = serde_json::from_value(json!({
-            "initContainers": [{"name": "envoy", "args": ["--probe-port", "8180", "--control-port", "9190"]}],
-            "containers": [
-                {"name": "app"},
-                {"name": "eq", "args": ["--control-port=9290"]},
-                {"name": "env", "env": [{"name": "PODLIFE_CONTROL_PORT", "value": "9390"}]},
-                {"name": "other", "image": "busybox"},
-            ],
-        }))
-        .unwrap();
-        let ports = target_control_ports(&spec);
-        let names: Vec<(u16, &str)> = ports.iter().map(|(p, n)| (*p, n.as_str())).collect();
-        assert_eq!(names, [(9090, "app"), (9190, "envoy"), (9290, "eq"), (9390, "env")]);
-    }
 }

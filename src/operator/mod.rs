@@ -39,6 +39,7 @@ use kube::runtime::watcher::{self, watcher};
 use kube::{Api, Client};
 use tokio::sync::watch;
 
+pub use experiment::ExperimentSettings;
 pub use health::WatchHealth;
 pub use leader::{ConfigError as LeaseConfigError, LeaseConfig};
 pub use metrics::Metrics;
@@ -93,8 +94,8 @@ pub struct OperatorConfig {
     pub lease: Option<LeaseConfig>,
     /// `/readyz` turns false once a watch has been failing for this long.
     pub watch_stale_after: Duration,
-    /// Run ProbeExperiments too, with this image for containers that name none.
-    pub experiments_target_image: Option<String>,
+    /// Run ProbeExperiments too.
+    pub experiments: Option<ExperimentSettings>,
 }
 
 impl Default for OperatorConfig {
@@ -108,7 +109,7 @@ impl Default for OperatorConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             lease: None,
             watch_stale_after: Duration::from_secs(60),
-            experiments_target_image: None,
+            experiments: None,
         }
     }
 }
@@ -279,12 +280,12 @@ impl Term<'_> {
                 synced_rx,
             )),
         ]);
-        if let Some(image) = self.config.experiments_target_image.clone() {
+        if let Some(settings) = self.config.experiments.clone() {
             let namespaces = match &self.config.selection {
                 Selection::Namespaces(nss) => nss.clone(),
                 _ => Vec::new(),
             };
-            tasks.0.push(tokio::spawn(experiment::run_experiments(self.client.clone(), namespaces, image, self.config.profile)));
+            tasks.0.push(tokio::spawn(experiment::run_experiments(self.client.clone(), namespaces, settings, self.config.profile)));
         }
         let fence = self.fence.map(Arc::clone);
         let write_timeout = self.config.lease.as_ref().map_or(Duration::from_secs(10), LeaseConfig::write_timeout);

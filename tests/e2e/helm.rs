@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
-use k8s_openapi::api::rbac::v1::ClusterRole;
+use k8s_openapi::api::rbac::v1::{ClusterRole, Role};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, PostParams};
+use podlife::crd::PodLifecycle;
 use serde_json::json;
 
 use crate::operator::wait_report;
@@ -134,10 +135,19 @@ async fn helm_installs_upgrades_and_uninstalls_the_in_cluster_operator() {
         assert!(deployments.get_opt(&release).await.unwrap().is_none());
         let left = pods.list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={release}"))).await.unwrap();
         assert!(left.items.iter().all(|p| p.metadata.deletion_timestamp.is_some()), "operator pods are going");
-        let roles: Api<ClusterRole> = Api::all(ns.client.clone());
+        // With selection.namespaces its rights were a Role in the namespace: gone with it.
+        let roles: Api<Role> = Api::namespaced(ns.client.clone(), &ns.name);
         assert!(roles.get_opt(&release).await.unwrap().is_none());
+        let cluster_roles: Api<ClusterRole> = Api::all(ns.client.clone());
+        assert!(cluster_roles.get_opt(&format!("{release}-experiments-elsewhere")).await.unwrap().is_none());
         let crds: Api<CustomResourceDefinition> = Api::all(ns.client.clone());
         assert!(crds.get_opt("podlifecycles.podlife.io").await.unwrap().is_some());
+        // The README's uninstall story: the history outlives the recorder, until deleted.
+        let reports: Api<PodLifecycle> = Api::namespaced(ns.client.clone(), &ns.name);
+        assert!(!reports.list(&ListParams::default()).await.unwrap().items.is_empty(), "reports are kept after the uninstall");
+        let out = Command::new("kubectl").args(["delete", "podlifecycles,probeexperiments", "--all", "-n", &ns.name]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(reports.list(&ListParams::default()).await.unwrap().items.is_empty(), "and gone once deleted");
         let _ = namespaces.delete(&release_ns, &DeleteParams::background()).await;
     })
     .await;

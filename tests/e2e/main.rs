@@ -3,6 +3,7 @@ mod cli;
 mod experiment;
 mod helm;
 mod operator;
+mod security;
 mod smoke;
 mod support;
 mod target;

@@ -1,0 +1,286 @@
+//! The experiment's pod as the operator creates it, decided without I/O: what a pod may be on a
+//! shared cluster, the restricted defaults it gets, the control token it is given, and whether
+//! a same-named object may be replaced.
+//!
+//! # Guarantees
+//! - A pod that could escape its namespace's isolation is refused with the field that does it,
+//!   unless the operator was told to allow it.
+//! - Everything a user did not set is filled in to meet the "restricted" Pod Security level.
+//! - Only objects that a ProbeExperiment of the same name owns may be replaced.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Container, EnvVar, EnvVarSource, PodSpec, SecretKeySelector};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+
+/// The target's control port when a container names none.
+pub const DEFAULT_CONTROL_PORT: u16 = 9090;
+/// The environment variable podlife-target reads its control token from.
+pub const TOKEN_ENV: &str = "PODLIFE_CONTROL_TOKEN";
+/// The key of the token in the experiment's Secret.
+pub const TOKEN_KEY: &str = "token";
+
+/// An experiment pod that the policy does not allow.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "spec.pod.{field} {why}: refused on a shared cluster (an operator started with --experiments-allow-unrestricted-pods, \
+     chart value experiments.allowUnrestrictedPods=true, allows it)"
+)]
+pub struct Refused {
+    /// The field's path under `spec.pod`, e.g. `containers[0].securityContext.privileged`.
+    pub field: String,
+    pub why: &'static str,
+}
+
+/// A same-named object that this experiment may not replace.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{kind} {name} already exists and is not owned by a ProbeExperiment named {experiment}; podlife deletes only what it created \
+     (delete it, or rename the experiment)"
+)]
+pub struct NotOwned {
+    pub kind: &'static str,
+    pub name: String,
+    pub experiment: String,
+}
+
+/// Checks what an experiment pod asks for against what a namespace's user may get through the
+/// operator's identity.
+///
+/// # Errors
+/// The first field that asks for host access, privilege, added capabilities, another
+/// ServiceAccount or its token.
+pub fn check(spec: &PodSpec) -> Result<(), Refused> {
+    let refuse = |field: String, why| Err(Refused { field, why });
+    for (flag, field) in [(spec.host_network, "hostNetwork"), (spec.host_pid, "hostPID"), (spec.host_ipc, "hostIPC")] {
+        if flag == Some(true) {
+            return refuse(field.into(), "shares the node's namespaces");
+        }
+    }
+    for (i, v) in spec.volumes.iter().flatten().enumerate() {
+        if v.host_path.is_some() {
+            return refuse(format!("volumes[{i}].hostPath"), "mounts the node's filesystem");
+        }
+    }
+    let sa = spec.service_account_name.as_deref().or(spec.service_account.as_deref());
+    if sa.is_some_and(|sa| !sa.is_empty() && sa != "default") {
+        return refuse("serviceAccountName".into(), "borrows another ServiceAccount");
+    }
+    if spec.automount_service_account_token == Some(true) {
+        return refuse("automountServiceAccountToken".into(), "hands the pod an API token");
+    }
+    for (list, c, i) in containers(spec) {
+        let Some(sc) = &c.security_context else { continue };
+        if sc.privileged == Some(true) {
+            return refuse(format!("{list}[{i}].securityContext.privileged"), "gives the container the whole node");
+        }
+        if sc.capabilities.as_ref().and_then(|caps| caps.add.as_ref()).is_some_and(|add| !add.is_empty()) {
+            return refuse(format!("{list}[{i}].securityContext.capabilities.add"), "adds kernel capabilities");
+        }
+    }
+    Ok(())
+}
+
+/// Every container with the name of its list and its index there.
+fn containers(spec: &PodSpec) -> impl Iterator<Item = (&'static str, &Container, usize)> {
+    let init = spec.init_containers.iter().flatten().enumerate().map(|(i, c)| ("initContainers", c, i));
+    init.chain(spec.containers.iter().enumerate().map(|(i, c)| ("containers", c, i)))
+}
+
+/// Fills in what the "restricted" Pod Security level requires wherever the user left it unset,
+/// and keeps the API token out of the pod unless asked for. Values the user set are kept.
+pub fn restrict(spec: &mut PodSpec) {
+    use k8s_openapi::api::core::v1::{Capabilities, PodSecurityContext, SeccompProfile, SecurityContext};
+    spec.automount_service_account_token.get_or_insert(false);
+    let pod = spec.security_context.get_or_insert_with(PodSecurityContext::default);
+    pod.run_as_non_root.get_or_insert(true);
+    pod.seccomp_profile.get_or_insert_with(|| SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() });
+    for c in spec.containers.iter_mut().chain(spec.init_containers.iter_mut().flatten()) {
+        let sc = c.security_context.get_or_insert_with(SecurityContext::default);
+        sc.allow_privilege_escalation.get_or_insert(false);
+        let caps = sc.capabilities.get_or_insert_with(Capabilities::default);
+        caps.drop.get_or_insert_with(|| vec!["ALL".into()]);
+    }
+}
+
+/// The containers that run podlife-target (no image, or the podlife-target image), by control
+/// port: `--control-port N`, `--control-port=N`, `PODLIFE_CONTROL_PORT`, or the default 9090.
+#[must_use]
+pub fn target_control_ports(pod: &PodSpec) -> BTreeMap<u16, String> {
+    let all = pod.init_containers.iter().flatten().chain(pod.containers.iter());
+    all.filter(|c| runs_target(c))
+        .map(|c| {
+            let args = c.args.clone().unwrap_or_default();
+            let from_args = args.iter().enumerate().find_map(|(i, a)| match a.strip_prefix("--control-port") {
+                Some("") => args.get(i + 1)?.parse().ok(),
+                Some(v) => v.strip_prefix('=')?.parse().ok(),
+                None => None,
+            });
+            let from_env =
+                || c.env.iter().flatten().find(|e| e.name == "PODLIFE_CONTROL_PORT").and_then(|e| e.value.as_deref()?.parse().ok());
+            (from_args.or_else(from_env).unwrap_or(DEFAULT_CONTROL_PORT), c.name.clone())
+        })
+        .collect()
+}
+
+fn runs_target(c: &Container) -> bool {
+    c.image.as_deref().is_none_or(|i| i.is_empty() || i.contains("podlife-target"))
+}
+
+/// Gives every podlife-target container the control token from `secret`, replacing a token
+/// the user set there (the operator must know the token it sends).
+pub fn give_token(spec: &mut PodSpec, secret: &str) {
+    let from_secret = EnvVar {
+        name: TOKEN_ENV.into(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector { name: secret.into(), key: TOKEN_KEY.into(), optional: Some(false) }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    for c in spec.containers.iter_mut().chain(spec.init_containers.iter_mut().flatten()).filter(|c| runs_target(c)) {
+        let env = c.env.get_or_insert_with(Vec::new);
+        env.retain(|e| e.name != TOKEN_ENV);
+        env.push(from_secret.clone());
+    }
+}
+
+/// Whether an existing object may be deleted to make room for this experiment's: only if a
+/// ProbeExperiment of the same name owns it (an earlier run of it).
+///
+/// # Errors
+/// Anything else owns it, or nothing does.
+pub fn may_replace(kind: &'static str, name: &str, owners: Option<&[OwnerReference]>, experiment: &str) -> Result<(), NotOwned> {
+    let ours = owners
+        .unwrap_or_default()
+        .iter()
+        .any(|o| o.kind == "ProbeExperiment" && o.api_version.starts_with("podlife.io/") && o.name == experiment);
+    if ours { Ok(()) } else { Err(NotOwned { kind, name: name.into(), experiment: experiment.into() }) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn spec(v: serde_json::Value) -> PodSpec {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn refused_field(v: serde_json::Value) -> Option<String> {
+        check(&spec(v)).err().map(|r| r.field)
+    }
+
+    #[test]
+    fn what_escapes_the_namespace_is_refused_with_its_field() {
+        // Before: spec.pod was created as given, under the operator's identity.
+        let app = json!({"name": "app"});
+        assert_eq!(refused_field(json!({"containers": [app]})), None);
+        assert_eq!(refused_field(json!({"containers": [app], "hostNetwork": true})).as_deref(), Some("hostNetwork"));
+        assert_eq!(refused_field(json!({"containers": [app], "hostPID": true})).as_deref(), Some("hostPID"));
+        assert_eq!(refused_field(json!({"containers": [app], "hostIPC": true})).as_deref(), Some("hostIPC"));
+        assert_eq!(
+            refused_field(
+                json!({"containers": [app], "volumes": [{"name": "a", "emptyDir": {}}, {"name": "root", "hostPath": {"path": "/"}}]})
+            )
+            .as_deref(),
+            Some("volumes[1].hostPath")
+        );
+        assert_eq!(
+            refused_field(json!({"containers": [app, {"name": "b", "securityContext": {"privileged": true}}]})).as_deref(),
+            Some("containers[1].securityContext.privileged")
+        );
+        assert_eq!(
+            refused_field(
+                json!({"containers": [app], "initContainers": [{"name": "i", "securityContext": {"capabilities": {"add": ["NET_ADMIN"]}}}]})
+            )
+            .as_deref(),
+            Some("initContainers[0].securityContext.capabilities.add")
+        );
+        assert_eq!(refused_field(json!({"containers": [app], "serviceAccountName": "admin"})).as_deref(), Some("serviceAccountName"));
+        assert_eq!(refused_field(json!({"containers": [app], "serviceAccount": "admin"})).as_deref(), Some("serviceAccountName"));
+        assert_eq!(refused_field(json!({"containers": [app], "serviceAccountName": "default"})), None);
+        assert_eq!(
+            refused_field(json!({"containers": [app], "automountServiceAccountToken": true})).as_deref(),
+            Some("automountServiceAccountToken")
+        );
+        // What is harmless stays allowed.
+        assert_eq!(
+            refused_field(
+                json!({"containers": [{"name": "a", "securityContext": {"privileged": false, "capabilities": {"add": [], "drop": ["ALL"]}}}],
+                "hostNetwork": false, "automountServiceAccountToken": false})
+            ),
+            None
+        );
+        let e = check(&spec(json!({"containers": [app], "hostNetwork": true}))).unwrap_err().to_string();
+        assert!(e.starts_with("spec.pod.hostNetwork shares the node's namespaces") && e.contains("allowUnrestrictedPods"), "{e}");
+    }
+
+    #[test]
+    fn restricted_defaults_fill_only_what_is_unset() {
+        let mut s = spec(json!({
+            "containers": [{"name": "a"}, {"name": "b", "securityContext": {"allowPrivilegeEscalation": true, "capabilities": {"drop": ["NET_RAW"]}}}],
+            "securityContext": {"runAsUser": 1000},
+        }));
+        restrict(&mut s);
+        let v = serde_json::to_value(&s).unwrap();
+        assert_eq!(v["automountServiceAccountToken"], false);
+        assert_eq!(v["securityContext"], json!({"runAsNonRoot": true, "runAsUser": 1000, "seccompProfile": {"type": "RuntimeDefault"}}));
+        assert_eq!(v["containers"][0]["securityContext"], json!({"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}));
+        assert_eq!(v["containers"][1]["securityContext"], json!({"allowPrivilegeEscalation": true, "capabilities": {"drop": ["NET_RAW"]}}));
+    }
+
+    #[test]
+    fn the_token_goes_to_target_containers_only_and_replaces_a_users() {
+        let mut s = spec(json!({"containers": [
+            {"name": "t", "env": [{"name": "PODLIFE_CONTROL_TOKEN", "value": "mine"}, {"name": "X", "value": "1"}]},
+            {"name": "busy", "image": "busybox"},
+            {"name": "t2", "image": "localhost/podlife-target:0.1.0"},
+        ]}));
+        give_token(&mut s, "pe-token-abc");
+        let v = serde_json::to_value(&s).unwrap();
+        let token = json!({"name": "PODLIFE_CONTROL_TOKEN", "valueFrom": {"secretKeyRef": {"name": "pe-token-abc", "key": "token", "optional": false}}});
+        assert_eq!(v["containers"][0]["env"], json!([{"name": "X", "value": "1"}, token]));
+        assert!(v["containers"][1].get("env").is_none());
+        assert_eq!(v["containers"][2]["env"], json!([token]));
+    }
+
+    #[test]
+    fn only_a_same_named_experiments_objects_may_be_replaced() {
+        // Before: any pod or Job named pe-<experiment> was deleted.
+        let owner = |kind: &str, api: &str, name: &str| OwnerReference {
+            api_version: api.into(),
+            kind: kind.into(),
+            name: name.into(),
+            uid: "u".into(),
+            ..Default::default()
+        };
+        assert!(may_replace("pod", "pe-x", Some(&[owner("ProbeExperiment", "podlife.io/v1alpha1", "x")]), "x").is_ok());
+        for owners in [
+            None,
+            Some(vec![]),
+            Some(vec![owner("ProbeExperiment", "podlife.io/v1alpha1", "y")]),
+            Some(vec![owner("ReplicaSet", "apps/v1", "x")]),
+            Some(vec![owner("ProbeExperiment", "evil.io/v1", "x")]),
+        ] {
+            let e = may_replace("pod", "pe-x", owners.as_deref(), "x").unwrap_err();
+            assert!(e.to_string().contains("pod pe-x already exists and is not owned by a ProbeExperiment named x"), "{e}");
+        }
+    }
+
+    #[test]
+    fn target_control_ports_come_from_args_env_or_the_default() {
+        let spec = spec(json!({
+            "initContainers": [{"name": "envoy", "args": ["--probe-port", "8180", "--control-port", "9190"]}],
+            "containers": [
+                {"name": "app"},
+                {"name": "eq", "args": ["--control-port=9290"]},
+                {"name": "env", "env": [{"name": "PODLIFE_CONTROL_PORT", "value": "9390"}]},
+                {"name": "other", "image": "busybox"},
+            ],
+        }));
+        let ports = target_control_ports(&spec);
+        let names: Vec<(u16, &str)> = ports.iter().map(|(p, n)| (*p, n.as_str())).collect();
+        assert_eq!(names, [(9090, "app"), (9190, "envoy"), (9290, "eq"), (9390, "env")]);
+    }
+}
