@@ -1,14 +1,14 @@
 //! The local cluster's components, reached only through what the suite itself started:
 //! `podlife-cluster restart` stops a component by its recorded pid; etcd is compacted through
-//! its own client port on loopback.
+//! its own client port on loopback, with the cluster's etcd client certificate (curl, since
+//! etcd accepts only clients with a certificate from the cluster's CA).
 
 use std::process::Command;
-use std::time::Duration;
 
 use jiff::Timestamp;
 
 pub const CLUSTER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/e2e/cluster/podlife-cluster");
-const ETCD: &str = "http://127.0.0.1:2379";
+const ETCD: &str = "https://127.0.0.1:2379";
 
 /// Restarts one component (SIGKILL, then start) and returns when it answered again.
 pub fn restart(component: &str, extra: &[&str]) -> Result<Timestamp, String> {
@@ -42,29 +42,37 @@ pub fn apiserver_args() -> Result<String, String> {
 /// Compacts etcd's history up to its current revision: any watch that resumes from an older
 /// resourceVersion is then refused with 410 Gone (for resources the apiserver serves from
 /// etcd, not from its watch cache).
-pub async fn compact_etcd(http: &reqwest::Client) -> Result<u64, String> {
-    let range: serde_json::Value = http
-        .post(format!("{ETCD}/v3/kv/range"))
-        .json(&serde_json::json!({"key": "Y2hhb3M="}))
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await
-        .map_err(|e| e.to_string())?
-        .json()
-        .await
-        .map_err(|e| e.to_string())?;
+pub async fn compact_etcd() -> Result<u64, String> {
+    let range = etcd_call("/v3/kv/range", &serde_json::json!({"key": "Y2hhb3M="}), 5).await?;
     let revision: u64 = range["header"]["revision"].as_str().and_then(|r| r.parse().ok()).ok_or("etcd gave no revision")?;
-    let done = http
-        .post(format!("{ETCD}/v3/kv/compaction"))
-        .json(&serde_json::json!({"revision": revision.to_string(), "physical": true}))
-        .timeout(Duration::from_secs(10))
-        .send()
+    etcd_call("/v3/kv/compaction", &serde_json::json!({"revision": revision.to_string(), "physical": true}), 10)
         .await
-        .map_err(|e| e.to_string())?;
-    if !done.status().is_success() {
-        return Err(format!("compaction at {revision}: {}", done.status()));
-    }
+        .map_err(|e| format!("compaction at {revision}: {e}"))?;
     Ok(revision)
+}
+
+/// POSTs `body` to etcd's JSON gateway at `path` with the cluster's etcd client certificate
+/// (`PODLIFE_ETCD_CLIENT`, from `podlife-cluster env`).
+async fn etcd_call(path: &str, body: &serde_json::Value, seconds: u64) -> Result<serde_json::Value, String> {
+    let pki = std::env::var("PODLIFE_ETCD_CLIENT").map_err(|_| "PODLIFE_ETCD_CLIENT is not set (eval \"$(podlife-cluster env)\")")?;
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "--fail", "--max-time", &seconds.to_string()])
+        .args([
+            "--cacert",
+            &format!("{pki}/ca.crt"),
+            "--cert",
+            &format!("{pki}/etcd-client.crt"),
+            "--key",
+            &format!("{pki}/etcd-client.key"),
+        ])
+        .args(["-H", "Content-Type: application/json", "-d", &body.to_string(), &format!("{ETCD}{path}")])
+        .output()
+        .await
+        .map_err(|e| format!("curl: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("{path}: {}", String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("{path}: {e}"))
 }
 
 /// A copy of the admin kubeconfig whose server is `server` (the proxy): the apiserver's

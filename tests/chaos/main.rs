@@ -306,7 +306,6 @@ async fn run_mode(client: &Client, mode: Mode, faults: &[Fault], runs: u32, spac
     workload.start().await?;
     log("workload started; warming up for 40 s so that every pod has restarted at least once");
     tokio::time::sleep(Duration::from_secs(40)).await;
-    let http = reqwest::Client::new();
     let mut injections = Vec::new();
     let plain: Vec<Fault> = faults.iter().copied().filter(|f| !f.elected()).collect();
     let elected: Vec<Fault> = faults.iter().copied().filter(|f| f.elected()).collect();
@@ -331,7 +330,7 @@ async fn run_mode(client: &Client, mode: Mode, faults: &[Fault], runs: u32, spac
         for _ in 0..runs {
             for fault in &list {
                 let next = Instant::now() + spacing;
-                let mut inj = inject(client, &http, &proxy, &mut ops, *fault).await;
+                let mut inj = inject(client, &proxy, &mut ops, *fault).await;
                 if let Some(back) = inj.back {
                     let (seconds, waited) = recovery(client, &namespaces, back).await;
                     inj.recovery = seconds;
@@ -430,7 +429,7 @@ async fn metric(replica: &operators::Replica, name: &str) -> f64 {
     replica.metrics().await.lines().filter(|l| l.starts_with(name)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
 }
 
-async fn inject(client: &Client, http: &reqwest::Client, proxy: &proxy::Proxy, ops: &mut operators::Operators, fault: Fault) -> Injection {
+async fn inject(client: &Client, proxy: &proxy::Proxy, ops: &mut operators::Operators, fault: Fault) -> Injection {
     let started = Timestamp::now();
     let mut inj = Injection { fault, started, back: None, recovery: None, note: String::new() };
     let component = match fault {
@@ -475,7 +474,7 @@ async fn inject(client: &Client, http: &reqwest::Client, proxy: &proxy::Proxy, o
             proxy.hold(true);
             proxy.cut();
             tokio::time::sleep(Duration::from_millis(200)).await;
-            let compacted = cluster::compact_etcd(http).await;
+            let compacted = cluster::compact_etcd().await;
             proxy.hold(false);
             inj.back = Some(Timestamp::now());
             match compacted {

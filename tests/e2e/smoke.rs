@@ -95,3 +95,40 @@ async fn exit_zero_under_restart_policy_never_ends_succeeded() {
     })
     .await;
 }
+
+/// `curl` against etcd's client port with `extra` flags; whether it answered healthy.
+fn etcd_answers(url: &str, extra: &[&str]) -> bool {
+    let out = std::process::Command::new("curl").args(["-sS", "--fail", "--max-time", "5"]).args(extra).arg(url).output().unwrap();
+    out.status.success() && String::from_utf8_lossy(&out.stdout).contains("\"health\":\"true\"")
+}
+
+#[tokio::test]
+async fn the_local_clusters_etcd_serves_only_certified_clients_on_loopback() {
+    // Before: etcd served plain HTTP to anyone on this machine, so any local process could
+    // read or rewrite the whole cluster, and keys were as readable as the umask made them.
+    let state = std::env::var("PODLIFE_STATE_DIR").unwrap_or_else(|_| "/var/lib/podlife-cluster".into());
+    assert!(
+        !std::path::Path::new(&state).join("external-context").exists(),
+        "this test checks the local cluster that e2e/test brings up; with --context it is not run by e2e/test"
+    );
+    let pki = std::env::var("PODLIFE_ETCD_CLIENT").expect("PODLIFE_ETCD_CLIENT from podlife-cluster env");
+    let (ca, cert, key) = (format!("{pki}/ca.crt"), format!("{pki}/etcd-client.crt"), format!("{pki}/etcd-client.key"));
+    let url = "https://127.0.0.1:2379/health";
+    assert!(etcd_answers(url, &["--cacert", &ca, "--cert", &cert, "--key", &key]), "a client with the cluster's certificate is served");
+    assert!(!etcd_answers(url, &["--cacert", &ca]), "a client without a certificate is refused");
+    assert!(!etcd_answers("http://127.0.0.1:2379/health", &[]), "no plain HTTP");
+    // Not on the host's address (the node's InternalIP): only loopback.
+    let client = kube::Client::try_default().await.unwrap();
+    let nodes = kube::Api::<k8s_openapi::api::core::v1::Node>::all(client).list(&Default::default()).await.unwrap();
+    let addresses = nodes.items[0].status.as_ref().and_then(|s| s.addresses.clone()).unwrap_or_default();
+    let ip: std::net::IpAddr = addresses.iter().find(|a| a.type_ == "InternalIP").unwrap().address.parse().unwrap();
+    assert!(std::net::TcpStream::connect_timeout(&(ip, 2379).into(), Duration::from_secs(2)).is_err(), "etcd listens on {ip}");
+    for entry in std::fs::read_dir(&pki).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "key") {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", path.display());
+        }
+    }
+}
