@@ -44,6 +44,11 @@ impl Target {
             .expect("start podlife-target");
         let t = Target { child: Some(child), probe, control, grpc, tcp, dir };
         t.wait_listening(t.control, Duration::from_secs(10));
+        // The probe port binds separately: on a loaded machine it can come a little later
+        // (unless it is told to stay closed for a while).
+        if !args.iter().any(|a| a.starts_with("--not-listening")) {
+            t.wait_listening(t.probe, Duration::from_secs(10));
+        }
         t
     }
 
@@ -377,8 +382,10 @@ async fn a_2_mib_script_is_refused_at_once_and_the_probes_stay_fast() {
     let huge = "ok for 1s, ".repeat(2 * 1024 * 1024 / 11);
     let put = async {
         let started = Instant::now();
-        let (code, text) = t.control(reqwest::Method::PUT, "/scripts/liveness", &huge).await;
-        (code, text, started.elapsed())
+        let sent = reqwest::Client::new().put(t.url(t.control, "/scripts/liveness")).body(huge.clone()).send().await;
+        // The 413 comes after the first 64 KiB; the server then closes the connection, and
+        // the client may see that (a reset while still sending) before it reads the answer.
+        (sent.map(|r| r.status().as_u16()), started.elapsed())
     };
     let healthz = async {
         // Probes while the upload is handled; the worst answer time is what the kubelet sees.
@@ -391,11 +398,14 @@ async fn a_2_mib_script_is_refused_at_once_and_the_probes_stay_fast() {
         }
         worst
     };
-    let ((code, text, took), worst) = tokio::join!(put, healthz);
-    assert_eq!(code, 413, "{text}");
+    let ((answer, took), worst) = tokio::join!(put, healthz);
+    assert!(answer.as_ref().is_err() || answer.as_ref().is_ok_and(|c| *c == 413), "{answer:?}");
     // Bounds from the issue: the answer within 1 s, probes within 200 ms (measured: a few ms).
     assert!(took < Duration::from_secs(1), "{took:?}");
     assert!(worst < Duration::from_millis(200), "{worst:?}");
+    // A body just over the limit fits the socket buffers: the 413 is always read.
+    let (code, text) = t.control(reqwest::Method::PUT, "/scripts/liveness", &"x".repeat(64 * 1024 + 1)).await;
+    assert_eq!(code, 413, "{text}");
     // Just under the script limit, the body passes and the parser names the bound.
     let (code, text) = t.control(reqwest::Method::PUT, "/scripts/liveness", &"ok for 1s, ".repeat(2000)).await;
     assert_eq!(code, 400);
@@ -403,7 +413,7 @@ async fn a_2_mib_script_is_refused_at_once_and_the_probes_stay_fast() {
 }
 
 #[tokio::test]
-async fn faults_are_bounded_one_memory_fault_and_64_threads() {
+async fn faults_are_bounded_one_memory_fault_and_16_threads() {
     // Before: /fault/memory without limitMib grew until the OOM killer, and every call started
     // more threads.
     let t = Target::start(&[]);
@@ -417,16 +427,19 @@ async fn faults_are_bounded_one_memory_fault_and_64_threads() {
     assert_eq!(code, 409, "{text}");
     let (code, _) = t.control(reqwest::Method::POST, "/fault/memory?mibPerSec=1&limitMib=70000", "").await;
     assert_eq!(code, 400);
-    // The memory fault holds one of the 64 thread places.
-    let (code, text) = t.control(reqwest::Method::POST, "/fault/cpu?threads=64&seconds=2", "").await;
+    // The memory fault holds one of the 16 thread places. Burners are few and short: this
+    // test shares 2 cores with the others.
+    let (code, text) = t.control(reqwest::Method::POST, "/fault/cpu?threads=16&seconds=1", "").await;
     assert_eq!(code, 409, "{text}");
-    assert!(text.contains("at most 64"), "{text}");
+    assert!(text.contains("at most 16"), "{text}");
+    let (code, _) = t.control(reqwest::Method::POST, "/fault/cpu?threads=17&seconds=1", "").await;
+    assert_eq!(code, 400);
     let (code, _) = t.control(reqwest::Method::POST, "/fault/cpu?threads=2&seconds=1", "").await;
     assert_eq!(code, 202);
-    let (code, _) = t.control(reqwest::Method::POST, "/fault/cpu?threads=62&seconds=1", "").await;
-    assert_eq!(code, 409, "2 burning + 1 memory + 62 > 64");
+    let (code, _) = t.control(reqwest::Method::POST, "/fault/cpu?threads=14&seconds=1", "").await;
+    assert_eq!(code, 409, "2 burning + 1 memory + 14 > 16");
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let (code, _) = t.control(reqwest::Method::POST, "/fault/cpu?threads=63&seconds=1", "").await;
+    let (code, _) = t.control(reqwest::Method::POST, "/fault/cpu?threads=14&seconds=1", "").await;
     assert_eq!(code, 202, "ended burners give their places back");
     assert_eq!(t.probe("/healthz").await, 200);
 }
@@ -446,6 +459,30 @@ async fn the_exec_socket_reads_one_short_line_only() {
     std::io::BufReader::new(stream).read_line(&mut answer).unwrap();
     assert!(answer.starts_with("error expected one request line of at most 64 bytes"), "{answer}");
     assert_eq!(t.exec("probe", "liveness"), 0, "still answering");
+}
+
+#[tokio::test]
+async fn a_hanging_exec_answer_ends_when_its_caller_leaves() {
+    // Before: a `hang` answer awaited forever, so every timed-out exec probe left a task behind.
+    let t = Target::start(&["--liveness", "hang"]);
+    let in_flight = || async {
+        let (_, body) = t.control(reqwest::Method::GET, "/metrics", "").await;
+        body.lines().find_map(|l| l.strip_prefix("podlife_target_exec_in_flight ")).map(|v| v.trim().to_string())
+    };
+    let mut caller = Command::new(BIN).args(["probe", "liveness", "--control-port", &t.control.to_string()]).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while in_flight().await.as_deref() != Some("1") {
+        assert!(Instant::now() < deadline, "the hanging request is counted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // As the kubelet does at the probe's timeout: the caller goes away.
+    caller.kill().unwrap();
+    caller.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while in_flight().await.as_deref() != Some("0") {
+        assert!(Instant::now() < deadline, "the answer ends once its caller has left: {:?}", in_flight().await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]

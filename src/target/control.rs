@@ -46,6 +46,8 @@ pub struct Metrics {
     hits: Family<HitLabels, Counter>,
     pub events: Family<EventLabels, Counter>,
     pub boot: Gauge,
+    /// Exec probe and hook requests being answered (a hang holds one until its caller leaves).
+    pub exec_in_flight: Gauge,
 }
 
 impl Metrics {
@@ -57,7 +59,9 @@ impl Metrics {
         registry.register("probe_hits", "Probe hits answered, by probe type, transport and scripted result", hits.clone());
         registry.register("lifecycle_events", "Lifecycle events recorded (start, hooks, signals, exit)", events.clone());
         registry.register("boot", "How many times this target has started with this state directory", boot.clone());
-        Metrics { registry, hits, events, boot }
+        let exec_in_flight = Gauge::default();
+        registry.register("exec_in_flight", "Exec probe and hook requests being answered", exec_in_flight.clone());
+        Metrics { registry, hits, events, boot, exec_in_flight }
     }
 
     pub fn hit(&self, probe: ProbeKind, transport: Transport, result: &str) {
@@ -361,8 +365,8 @@ struct CpuQuery {
 
 async fn fault_cpu(State(t): State<Arc<Target>>, q: Result<Query<CpuQuery>, axum::extract::rejection::QueryRejection>) -> ApiResult {
     let Query(q) = q.map_err(|e| bad(format!("{e}: expected ?threads=N&seconds=N")))?;
-    if q.threads == 0 || q.threads > 64 || q.seconds == 0 || q.seconds > 3600 {
-        return Err(bad("threads must be 1-64 and seconds 1-3600"));
+    if q.threads == 0 || q.threads > process::MAX_FAULT_THREADS || q.seconds == 0 || q.seconds > 3600 {
+        return Err(bad(format!("threads must be 1-{} and seconds 1-3600", process::MAX_FAULT_THREADS)));
     }
     process::spawn_cpu_burn(&t, q.threads, q.seconds).map_err(refused)?;
     Ok(StatusCode::ACCEPTED.into_response())

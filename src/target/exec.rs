@@ -64,8 +64,25 @@ const MAX_REQUEST_BYTES: u64 = 64;
 const HANG_LIMIT: Duration = Duration::from_secs(600);
 const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 
+/// Counts one request in `exec_in_flight` for as long as it lives, however it ends.
+struct InFlight(Arc<Target>);
+
+impl InFlight {
+    fn new(target: &Arc<Target>) -> Self {
+        target.metrics.exec_in_flight.inc();
+        InFlight(Arc::clone(target))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.metrics.exec_in_flight.dec();
+    }
+}
+
 async fn answer(target: Arc<Target>, stream: tokio::net::UnixStream) {
     use tokio::io::AsyncReadExt;
+    let _in_flight = InFlight::new(&target);
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let mut reader = BufReader::new(read.take(MAX_REQUEST_BYTES));

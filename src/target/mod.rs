@@ -140,7 +140,7 @@ pub struct Target {
     mutable: Mutex<Mutable>,
     record: Mutex<Record>,
     store: Option<state::Store>,
-    metrics: control::Metrics,
+    pub(crate) metrics: control::Metrics,
 }
 
 /// Unix milliseconds now.

@@ -139,8 +139,8 @@ pub fn spawn_signal_handler(target: Arc<Target>) {
 }
 
 /// Fault threads alive at once (memory hog and CPU burners together), so that repeated calls
-/// cannot exhaust the process's threads.
-pub const MAX_FAULT_THREADS: u32 = 64;
+/// cannot exhaust the process's threads. Enough to saturate any node a test runs on.
+pub const MAX_FAULT_THREADS: u32 = 16;
 /// The memory fault's bound when no limit is given and the container has no memory limit.
 pub const DEFAULT_MEMORY_FAULT_MIB: u32 = 512;
 /// Above the container's memory limit, so that a fault without `limitMib` still ends in
