@@ -323,7 +323,76 @@ fn arb_snapshot() -> impl Strategy<Value = PodSnapshot> {
     )
 }
 
+fn arb_event() -> impl Strategy<Value = EventSnapshot> {
+    (
+        prop_oneof![
+            Just("Killing".to_string()),
+            Just("Unhealthy".to_string()),
+            Just("BackOff".to_string()),
+            Just("Started".to_string()),
+            "[A-Za-z]{0,10}"
+        ],
+        ".{0,60}",
+        proptest::option::of(prop_oneof![Just("a".to_string()), Just("b".to_string()), "[a-z]{0,3}"]),
+        0u32..5,
+        proptest::option::of(0i64..200_000),
+        proptest::option::of(0u64..50),
+        0u8..6,
+    )
+        .prop_map(|(reason, message, container, count, at, rv, uid)| EventSnapshot {
+            uid: format!("e{uid}"),
+            reason,
+            message,
+            type_: "Warning".into(),
+            container,
+            count,
+            first_seen: at.map(t),
+            last_seen: at.map(t),
+            resource_version: rv,
+        })
+}
+
+/// One thing the operator's watches deliver: a pod status, or an event about the pod.
+#[derive(Debug, Clone)]
+enum Delivery {
+    Status(i64, PodSnapshot),
+    Event(EventSnapshot),
+}
+
 proptest! {
+    // The model's fuzz target (stable, in `cargo test`): any interleaving of statuses and
+    // events, replays and reorderings included, must neither panic nor break the invariants.
+    #[test]
+    fn any_status_and_event_sequence_keeps_the_invariants(seq in proptest::collection::vec(prop_oneof![
+        (0i64..200_000, arb_snapshot()).prop_map(|(now, s)| Delivery::Status(now, s)),
+        arb_event().prop_map(Delivery::Event),
+    ], 0..60)) {
+        let mut h = PodHistory::new("p", "u");
+        let mut highest_rv = None;
+        for d in &seq {
+            match d {
+                Delivery::Status(now, snap) => drop(h.observe(snap, t(*now), Source::Live, &BackoffProfile::default())),
+                Delivery::Event(e) => {
+                    let fresh = h.observe_event(e).is_some();
+                    // An event at or below the newest version seen is a replay: never news.
+                    if let (Some(rv), Some(high)) = (e.resource_version, highest_rv) && rv <= high {
+                        prop_assert!(!fresh, "replayed event {e:?} counted again");
+                    }
+                    highest_rv = highest_rv.max(e.resource_version);
+                }
+            }
+        }
+        for c in &h.containers {
+            let unobserved: i32 = c.restarts.iter().map(|r| r.unobserved_before + 1).sum();
+            prop_assert!(c.restarts.len() == super::history::MAX_RESTARTS || unobserved == c.restart_count);
+        }
+        h.enforce_budget(8 * 1024);
+        prop_assert!(serde_json::to_vec(&h).unwrap().len() <= 8 * 1024 || h.truncated.budget > 0);
+        // The report round-trips: what is written can be read back.
+        let back: PodHistory = serde_json::from_slice(&serde_json::to_vec(&h).unwrap()).unwrap();
+        prop_assert_eq!(back.containers.len(), h.containers.len());
+    }
+
     #[test]
     fn no_sequence_panics_and_no_restart_is_lost(seq in proptest::collection::vec((0i64..200_000, arb_snapshot()), 0..40)) {
         let mut h = PodHistory::new("p", "u");
