@@ -45,11 +45,13 @@ pub struct NotOwned {
 }
 
 /// Checks what an experiment pod asks for against what a namespace's user may get through the
-/// operator's identity.
+/// operator's identity. Volumes are allowed by kind (what the "restricted" Pod Security level
+/// allows, less Secrets); the rest is refused by field, so that the check holds in namespaces
+/// that enforce no Pod Security level at all.
 ///
 /// # Errors
-/// The first field that asks for host access, privilege, added capabilities, another
-/// ServiceAccount or its token.
+/// The first field that asks for host access, privilege, added capabilities, a weaker
+/// confinement, another ServiceAccount, an API token, or a Secret.
 pub fn check(spec: &PodSpec) -> Result<(), Refused> {
     let refuse = |field: String, why| Err(Refused { field, why });
     for (flag, field) in [(spec.host_network, "hostNetwork"), (spec.host_pid, "hostPID"), (spec.host_ipc, "hostIPC")] {
@@ -57,19 +59,52 @@ pub fn check(spec: &PodSpec) -> Result<(), Refused> {
             return refuse(field.into(), "shares the node's namespaces");
         }
     }
+    if spec.node_name.as_deref().is_some_and(|n| !n.is_empty()) {
+        return refuse("nodeName".into(), "bypasses the scheduler and its taints");
+    }
     for (i, v) in spec.volumes.iter().flatten().enumerate() {
-        if v.host_path.is_some() {
-            return refuse(format!("volumes[{i}].hostPath"), "mounts the node's filesystem");
+        if let Some(kind) = volume_kind_refused(v) {
+            return refuse(format!("volumes[{i}].{kind}"), VOLUME_WHY);
+        }
+        for (j, source) in v.projected.iter().flat_map(|p| p.sources.iter().flatten()).enumerate() {
+            if source.service_account_token.is_some() {
+                return refuse(format!("volumes[{i}].projected.sources[{j}].serviceAccountToken"), "hands the pod an API token");
+            }
+            if source.secret.is_some() {
+                return refuse(format!("volumes[{i}].projected.sources[{j}].secret"), "reads a Secret of the namespace");
+            }
         }
     }
-    let sa = spec.service_account_name.as_deref().or(spec.service_account.as_deref());
-    if sa.is_some_and(|sa| !sa.is_empty() && sa != "default") {
-        return refuse("serviceAccountName".into(), "borrows another ServiceAccount");
+    // Both fields: an empty serviceAccountName defers to the deprecated serviceAccount.
+    for (sa, field) in [(&spec.service_account_name, "serviceAccountName"), (&spec.service_account, "serviceAccount")] {
+        if sa.as_deref().is_some_and(|sa| !sa.is_empty() && sa != "default") {
+            return refuse(field.into(), "borrows another ServiceAccount");
+        }
     }
     if spec.automount_service_account_token == Some(true) {
         return refuse("automountServiceAccountToken".into(), "hands the pod an API token");
     }
+    if let Some(sc) = &spec.security_context
+        && let Some(field) = weaker_confinement(sc.seccomp_profile.as_ref(), sc.app_armor_profile.as_ref(), sc.se_linux_options.as_ref())
+    {
+        return refuse(format!("securityContext.{field}"), CONFINEMENT_WHY);
+    }
     for (list, c, i) in containers(spec) {
+        for (j, p) in c.ports.iter().flatten().enumerate() {
+            if p.host_port.is_some_and(|h| h != 0) {
+                return refuse(format!("{list}[{i}].ports[{j}].hostPort"), "opens a port on the node");
+            }
+        }
+        for (j, e) in c.env.iter().flatten().enumerate() {
+            if e.value_from.as_ref().is_some_and(|v| v.secret_key_ref.is_some()) {
+                return refuse(format!("{list}[{i}].env[{j}].valueFrom.secretKeyRef"), "reads a Secret of the namespace");
+            }
+        }
+        for (j, e) in c.env_from.iter().flatten().enumerate() {
+            if e.secret_ref.is_some() {
+                return refuse(format!("{list}[{i}].envFrom[{j}].secretRef"), "reads a Secret of the namespace");
+            }
+        }
         let Some(sc) = &c.security_context else { continue };
         if sc.privileged == Some(true) {
             return refuse(format!("{list}[{i}].securityContext.privileged"), "gives the container the whole node");
@@ -77,8 +112,56 @@ pub fn check(spec: &PodSpec) -> Result<(), Refused> {
         if sc.capabilities.as_ref().and_then(|caps| caps.add.as_ref()).is_some_and(|add| !add.is_empty()) {
             return refuse(format!("{list}[{i}].securityContext.capabilities.add"), "adds kernel capabilities");
         }
+        if let Some(field) = weaker_confinement(sc.seccomp_profile.as_ref(), sc.app_armor_profile.as_ref(), sc.se_linux_options.as_ref()) {
+            return refuse(format!("{list}[{i}].securityContext.{field}"), CONFINEMENT_WHY);
+        }
     }
     Ok(())
+}
+
+const VOLUME_WHY: &str =
+    "is not a volume kind an experiment may use (configMap, downwardAPI, emptyDir, ephemeral, persistentVolumeClaim, projected, csi)";
+const CONFINEMENT_WHY: &str = "weakens the container's confinement";
+
+/// The kind of a volume outside the allowed ones ("restricted" Pod Security's list without
+/// `secret`), or `None` if it is allowed.
+fn volume_kind_refused(v: &k8s_openapi::api::core::v1::Volume) -> Option<String> {
+    let allowed = v.config_map.is_some()
+        || v.downward_api.is_some()
+        || v.empty_dir.is_some()
+        || v.ephemeral.is_some()
+        || v.persistent_volume_claim.is_some()
+        || v.projected.is_some()
+        || v.csi.is_some();
+    if allowed {
+        return None;
+    }
+    // The kind is the one key besides the name.
+    let value = serde_json::to_value(v).ok()?;
+    Some(value.as_object()?.keys().find(|k| *k != "name").cloned().unwrap_or_else(|| "unknown".into()))
+}
+
+/// Which confinement setting is weaker than the runtime's default: seccomp or AppArmor
+/// `Unconfined`, or SELinux options other than the container types Pod Security allows.
+fn weaker_confinement(
+    seccomp: Option<&k8s_openapi::api::core::v1::SeccompProfile>,
+    apparmor: Option<&k8s_openapi::api::core::v1::AppArmorProfile>,
+    selinux: Option<&k8s_openapi::api::core::v1::SELinuxOptions>,
+) -> Option<&'static str> {
+    const CONTAINER_TYPES: [&str; 4] = ["container_t", "container_init_t", "container_kvm_t", "container_engine_t"];
+    if seccomp.is_some_and(|p| p.type_ == "Unconfined") {
+        return Some("seccompProfile");
+    }
+    if apparmor.is_some_and(|p| p.type_ == "Unconfined") {
+        return Some("appArmorProfile");
+    }
+    let odd_type = |o: &k8s_openapi::api::core::v1::SELinuxOptions| {
+        o.type_.as_deref().is_some_and(|t| !t.is_empty() && !CONTAINER_TYPES.contains(&t)) || o.user.is_some() || o.role.is_some()
+    };
+    if selinux.is_some_and(odd_type) {
+        return Some("seLinuxOptions");
+    }
+    None
 }
 
 /// Every container with the name of its list and its index there.
@@ -198,7 +281,51 @@ mod tests {
             Some("initContainers[0].securityContext.capabilities.add")
         );
         assert_eq!(refused_field(json!({"containers": [app], "serviceAccountName": "admin"})).as_deref(), Some("serviceAccountName"));
-        assert_eq!(refused_field(json!({"containers": [app], "serviceAccount": "admin"})).as_deref(), Some("serviceAccountName"));
+        assert_eq!(refused_field(json!({"containers": [app], "serviceAccount": "admin"})).as_deref(), Some("serviceAccount"));
+        // An empty serviceAccountName defers to serviceAccount: both are checked.
+        assert_eq!(
+            refused_field(json!({"containers": [app], "serviceAccountName": "", "serviceAccount": "admin"})).as_deref(),
+            Some("serviceAccount")
+        );
+        assert_eq!(
+            refused_field(
+                json!({"containers": [app], "volumes": [{"name": "t", "projected": {"sources": [{"serviceAccountToken": {"path": "t"}}]}}]})
+            )
+            .as_deref(),
+            Some("volumes[0].projected.sources[0].serviceAccountToken")
+        );
+        assert_eq!(
+            refused_field(json!({"containers": [app], "volumes": [{"name": "s", "secret": {"secretName": "pe-token-other"}}]})).as_deref(),
+            Some("volumes[0].secret")
+        );
+        assert_eq!(
+            refused_field(json!({"containers": [app], "volumes": [{"name": "n", "nfs": {"server": "x", "path": "/"}}]})).as_deref(),
+            Some("volumes[0].nfs")
+        );
+        assert_eq!(
+            refused_field(
+                json!({"containers": [{"name": "a", "env": [{"name": "T", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]}]})
+            )
+            .as_deref(),
+            Some("containers[0].env[0].valueFrom.secretKeyRef")
+        );
+        assert_eq!(
+            refused_field(json!({"containers": [{"name": "a", "envFrom": [{"secretRef": {"name": "s"}}]}]})).as_deref(),
+            Some("containers[0].envFrom[0].secretRef")
+        );
+        assert_eq!(
+            refused_field(json!({"containers": [{"name": "a", "ports": [{"containerPort": 80, "hostPort": 80}]}]})).as_deref(),
+            Some("containers[0].ports[0].hostPort")
+        );
+        assert_eq!(
+            refused_field(json!({"containers": [app], "securityContext": {"seccompProfile": {"type": "Unconfined"}}})).as_deref(),
+            Some("securityContext.seccompProfile")
+        );
+        assert_eq!(
+            refused_field(json!({"containers": [{"name": "a", "securityContext": {"seLinuxOptions": {"type": "spc_t"}}}]})).as_deref(),
+            Some("containers[0].securityContext.seLinuxOptions")
+        );
+        assert_eq!(refused_field(json!({"containers": [app], "nodeName": "podlife-node"})).as_deref(), Some("nodeName"));
         assert_eq!(refused_field(json!({"containers": [app], "serviceAccountName": "default"})), None);
         assert_eq!(
             refused_field(json!({"containers": [app], "automountServiceAccountToken": true})).as_deref(),
@@ -207,8 +334,11 @@ mod tests {
         // What is harmless stays allowed.
         assert_eq!(
             refused_field(
-                json!({"containers": [{"name": "a", "securityContext": {"privileged": false, "capabilities": {"add": [], "drop": ["ALL"]}}}],
-                "hostNetwork": false, "automountServiceAccountToken": false})
+                json!({"containers": [{"name": "a", "securityContext": {"privileged": false, "capabilities": {"add": [], "drop": ["ALL"]},
+                "seccompProfile": {"type": "RuntimeDefault"}}, "ports": [{"containerPort": 8080}]}],
+                "hostNetwork": false, "automountServiceAccountToken": false,
+                "volumes": [{"name": "e", "emptyDir": {}}, {"name": "c", "configMap": {"name": "x"}},
+                    {"name": "p", "projected": {"sources": [{"configMap": {"name": "x"}}, {"downwardAPI": {"items": []}}]}}]})
             ),
             None
         );

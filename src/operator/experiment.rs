@@ -169,6 +169,9 @@ fn build_pod(exp: &ProbeExperiment, settings: &ExperimentSettings, token_secret:
     if !settings.allow_unrestricted_pods {
         experiment_pod::check(&spec).map_err(|e| e.to_string())?;
     }
+    // Before the default image is filled in: a container without an image is a target whatever
+    // the configured target image is called.
+    experiment_pod::give_token(&mut spec, token_secret);
     for c in spec.containers.iter_mut().chain(spec.init_containers.iter_mut().flatten()) {
         if c.image.as_deref().unwrap_or_default().is_empty() {
             c.image = Some(settings.target_image.clone());
@@ -176,7 +179,6 @@ fn build_pod(exp: &ProbeExperiment, settings: &ExperimentSettings, token_secret:
         c.image_pull_policy.get_or_insert_with(|| "IfNotPresent".into());
     }
     experiment_pod::restrict(&mut spec);
-    experiment_pod::give_token(&mut spec, token_secret);
     let owner = exp.controller_owner_ref(&()).ok_or("the experiment has no uid yet")?;
     let mut pod: Pod = serde_json::from_value(json!({
         "metadata": {"name": pod_name(&exp.name_any()), "labels": {"podlife.io/experiment": exp.name_any(), "podlife.io/track": "true"}},
@@ -319,19 +321,28 @@ where
     Err(format!("{kind} {name} from an earlier run was still being deleted after 20 s"))
 }
 
+/// Removes an earlier run's pod or Job of this experiment's name, or refuses one it does not own.
+async fn clear_leftover(client: &Client, exp: &ProbeExperiment) -> Result<(), String> {
+    let ns = exp.namespace().unwrap_or_default();
+    let name = pod_name(&exp.name_any());
+    if exp.spec.job.is_some() {
+        delete_leftover(&Api::<Job>::namespaced(client.clone(), &ns), "job", &name, &exp.name_any()).await
+    } else {
+        delete_leftover(&Api::<Pod>::namespaced(client.clone(), &ns), "pod", &name, &exp.name_any()).await
+    }
+}
+
 async fn create_subject(client: &Client, exp: &ProbeExperiment, pod: Pod) -> Result<(Subject, Created, Timestamp), String> {
     let ns = exp.namespace().unwrap_or_default();
     let name = pod_name(&exp.name_any());
     let Some(settings) = &exp.spec.job else {
         let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-        delete_leftover(&pods, "pod", &name, &exp.name_any()).await?;
         let created = pods.create(&PostParams::default(), &pod).await.map_err(|e| format!("cannot create pod {name}: {e}"))?;
         let at = created.metadata.creation_timestamp.clone().map_or_else(Timestamp::now, |t| t.0);
         let uid = created.uid().unwrap_or_default();
         return Ok((Subject::Pod { name: name.clone(), uid: uid.clone() }, Created::Pod { name, uid }, at));
     };
     let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
-    delete_leftover(&jobs, "job", &name, &exp.name_any()).await?;
     let job: Job = serde_json::from_value(json!({
         "metadata": {"name": name, "labels": {"podlife.io/experiment": exp.name_any()}, "ownerReferences": pod.metadata.owner_references},
         "spec": {
@@ -368,8 +379,10 @@ async fn observe(
     let ns = exp.namespace().unwrap_or_default();
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
-    // Checked before anything is created: a refused pod leaves nothing behind.
+    // Checked before anything is created: a refused pod, or a same-named object the experiment
+    // does not own, leaves nothing behind.
     let pod = build_pod(exp, settings, &token_secret_name(exp))?;
+    clear_leftover(client, exp).await?;
     let token = create_token(client, exp).await?;
     let (subject, made, created_at) = create_subject(client, exp, pod).await?;
     *created = Some(made);

@@ -103,6 +103,12 @@ async fn a_tenant_cannot_get_a_privileged_or_host_path_pod_and_calls_need_the_to
             ),
             ("host-network", json!({"containers": [app(json!({}))], "hostNetwork": true}), "hostNetwork"),
             ("other-sa", json!({"containers": [app(json!({}))], "serviceAccountName": "tenant"}), "serviceAccountName"),
+            ("sa-bypass", json!({"containers": [app(json!({}))], "serviceAccountName": "", "serviceAccount": "tenant"}), "serviceAccount"),
+            (
+                "reads-token",
+                json!({"containers": [app(json!({"env": [{"name": "T", "valueFrom": {"secretKeyRef": {"name": "pe-token-x", "key": "token"}}}]}))]}),
+                "containers[0].env[0].valueFrom.secretKeyRef",
+            ),
         ];
         for (name, pod, _) in &cases {
             let (ok, out) = kubectl_as(Some(&user), &["-n", &ns.name, "create", "-f", "-"], &experiment(name, pod));
