@@ -19,8 +19,10 @@ struct Target {
     dir: tempfile::TempDir,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// Seven distinct free ports: all held until every one is picked, so none repeats.
+fn free_ports() -> [u16; 7] {
+    let held: Vec<std::net::TcpListener> = (0..7).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    std::array::from_fn(|i| held[i].local_addr().unwrap().port())
 }
 
 impl Target {
@@ -29,27 +31,45 @@ impl Target {
     }
 
     fn start_in(dir: tempfile::TempDir, args: &[&str]) -> Target {
-        let (probe, control, grpc) = (free_port(), free_port(), free_port());
-        let tcp = [free_port(), free_port(), free_port()];
-        let child = Command::new(BIN)
-            .args(["--listen", "127.0.0.1", "--log-format", "text"])
-            .args(["--probe-port", &probe.to_string(), "--control-port", &control.to_string()])
-            .args(["--grpc-port", &grpc.to_string()])
-            .args(["--tcp-ports", &format!("{},{},{}", tcp[0], tcp[1], tcp[2])])
-            .args(["--termination-log", dir.path().join("termination-log").to_str().unwrap()])
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start podlife-target");
-        let t = Target { child: Some(child), probe, control, grpc, tcp, dir };
-        t.wait_listening(t.control, Duration::from_secs(10));
-        // The probe port binds separately: on a loaded machine it can come a little later
-        // (unless it is told to stay closed for a while).
-        if !args.iter().any(|a| a.starts_with("--not-listening")) {
-            t.wait_listening(t.probe, Duration::from_secs(10));
+        // Another test may take a port between its pick and the target's bind; the target then
+        // exits at start, and new ports are picked.
+        for attempt in 1..=3 {
+            let [probe, control, grpc, t0, t1, t2, _] = free_ports();
+            let tcp = [t0, t1, t2];
+            let mut child = Command::new(BIN)
+                .args(["--listen", "127.0.0.1", "--log-format", "text"])
+                .args(["--probe-port", &probe.to_string(), "--control-port", &control.to_string()])
+                .args(["--grpc-port", &grpc.to_string()])
+                .args(["--tcp-ports", &format!("{},{},{}", tcp[0], tcp[1], tcp[2])])
+                .args(["--termination-log", dir.path().join("termination-log").to_str().unwrap()])
+                .args(args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start podlife-target");
+            let started = Instant::now();
+            while std::net::TcpStream::connect(("127.0.0.1", control)).is_err() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    let mut err = String::new();
+                    let _ = child.stderr.take().map(|mut e| e.read_to_string(&mut err));
+                    assert!(attempt < 3, "podlife-target exited at start ({status}): {err}");
+                    break;
+                }
+                assert!(started.elapsed() < Duration::from_secs(10), "control port {control} not listening after 10 s");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if child.try_wait().ok().flatten().is_some() {
+                continue;
+            }
+            let t = Target { child: Some(child), probe, control, grpc, tcp, dir };
+            // The probe port binds separately: on a loaded machine it can come a little later
+            // (unless it is told to stay closed for a while).
+            if !args.iter().any(|a| a.starts_with("--not-listening")) {
+                t.wait_listening(t.probe, Duration::from_secs(10));
+            }
+            return t;
         }
-        t
+        unreachable!("the last attempt either returns or fails its assertion")
     }
 
     fn wait_listening(&self, port: u16, limit: Duration) {
@@ -302,7 +322,7 @@ async fn boot_count_and_boot_script_survive_restarts() {
     let args = ["--state-dir", state_arg.as_str(), "--boot", "fail 1 2 times, then ok"];
     for boot in 1..=2 {
         let dir = tempfile::tempdir().unwrap();
-        let (probe, control) = (free_port(), free_port());
+        let [probe, control, ..] = free_ports();
         let out = Command::new(BIN)
             .args(["--listen", "127.0.0.1", "--probe-port", &probe.to_string(), "--control-port", &control.to_string()])
             .args(["--grpc-port", "0", "--tcp-ports", "0,0,0"])
