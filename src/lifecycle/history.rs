@@ -116,7 +116,8 @@ pub struct Restart {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub announced_seconds: Option<f64>,
     pub expected_seconds: f64,
-    /// measured within [expected - 1 s, expected + sync slack]; `None` if not measurable.
+    /// Announced as the curve says (if seen) and measured within [expected - 1 s, expected +
+    /// the step's slack] (see `BackoffProfile::judge`); `None` if not measurable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fits_curve: Option<bool>,
     /// Restarts that happened between two observations and could not be measured.
@@ -132,8 +133,19 @@ impl Restart {
     fn measure(&mut self, previous_finished_at: Option<Timestamp>, profile: &BackoffProfile) {
         self.previous_finished_at = previous_finished_at;
         self.measured_seconds = seconds_between(previous_finished_at, self.started_at);
-        self.fits_curve =
-            if self.unobserved_before > 0 { None } else { self.measured_seconds.map(|m| profile.fits(self.expected_seconds, m)) };
+        self.fits_curve = if self.unobserved_before > 0 {
+            None
+        } else {
+            self.measured_seconds.map(|m| profile.fits(self.backoff_step, self.expected_seconds, self.announced_seconds, m))
+        };
+    }
+}
+
+impl Restart {
+    /// Measures and judges this restart again from its recorded times and announcement: for a
+    /// history whose raw observations were changed (the harness's kubelet mutations).
+    pub fn rejudge(&mut self, profile: &BackoffProfile) {
+        self.measure(self.previous_finished_at, profile);
     }
 }
 
