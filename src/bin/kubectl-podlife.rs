@@ -34,6 +34,10 @@ struct Results {
     /// Also write an HTML page with every verdict and timeline picture here.
     #[arg(long)]
     html: Option<std::path::PathBuf>,
+    /// Also write each experiment's evidence, with the PodLifecycle reports it was judged on,
+    /// as DIR/NAME.json: enough to judge it again offline or attach it to a bug report.
+    #[arg(long, value_name = "DIR", value_hint = clap::ValueHint::DirPath)]
+    evidence: Option<std::path::PathBuf>,
     /// Do not check that the target image is on a node first.
     #[arg(long)]
     skip_image_check: bool,
@@ -43,7 +47,14 @@ impl Results {
     fn options(self, parallel: usize, created: &Created) -> (RunFormat, RunOptions) {
         (
             self.output,
-            RunOptions { parallel, junit: self.junit, html: self.html, skip_image_check: self.skip_image_check, created: created.clone() },
+            RunOptions {
+                parallel,
+                junit: self.junit,
+                html: self.html,
+                evidence: self.evidence,
+                skip_image_check: self.skip_image_check,
+                created: created.clone(),
+            },
         )
     }
 }

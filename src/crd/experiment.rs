@@ -2,6 +2,8 @@
 //! The operator runs it: it creates the pod, performs the actions, watches the real kubelet,
 //! and writes a verdict per expectation with the observed value next to the expected one.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::PodSpec;
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -44,6 +46,33 @@ pub struct ProbeExperimentSpec {
     /// checked on every pod the Job created; `job` expectations check the Job as a whole.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<JobSettings>,
+}
+
+/// Reads a ProbeExperiment from one YAML document as users write it. Expectations are one-key
+/// maps (`- restarts: {…}`), which serde_yaml would read only as `!restarts` tags, so the
+/// document goes through JSON's data model (as it does on its way to the apiserver).
+///
+/// # Errors
+/// The document is not a ProbeExperiment; the message names the field, e.g.
+/// `spec.expectations[1]: unknown variant `restart`, expected one of …`.
+pub fn experiment_from_yaml(document: serde_yaml::Value) -> Result<ProbeExperiment, String> {
+    let json: serde_json::Value = serde_yaml::from_value(document).map_err(|e| e.to_string())?;
+    serde_path_to_error::deserialize(json).map_err(|e| {
+        let hint = if e.inner().to_string().contains("expected map with a single key") {
+            " (an expectation checks exactly one thing: one key per list item)"
+        } else {
+            ""
+        };
+        format!("{}: {}{hint}", e.path(), e.inner())
+    })
+}
+
+/// [`experiment_from_yaml`] from text.
+///
+/// # Errors
+/// The text is not YAML, or not a ProbeExperiment.
+pub fn experiment_from_yaml_str(text: &str) -> Result<ProbeExperiment, String> {
+    experiment_from_yaml(serde_yaml::from_str(text).map_err(|e| e.to_string())?)
 }
 
 /// The batch/v1 Job settings of an experiment that runs a Job.
@@ -131,61 +160,46 @@ pub struct Delete {
     pub grace_period_seconds: Option<i64>,
 }
 
-/// One expectation: exactly one of its fields is set.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+/// One expectation: what the kubelet must (or must not) do, written as a one-key map such as
+/// `- restarts: {container: app, min: 1}`. Exactly one key: the schema's `oneOf` refuses two.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-// Summed conditionals, not a filtered list: the apiserver's CEL cost estimate must stay in budget.
-#[schemars(extend("x-kubernetes-validations" = [{"rule": "(has(self.restarts) ? 1 : 0) + (has(self.lastTermination) ? 1 : 0) + (has(self.event) ? 1 : 0) + (has(self.conditionSequence) ? 1 : 0) + (has(self.phaseSequence) ? 1 : 0) + (has(self.finalPhase) ? 1 : 0) + (has(self.neverReadyForSeconds) ? 1 : 0) + (has(self.backoff) ? 1 : 0) + (has(self.probeHits) ? 1 : 0) + (has(self.terminationSeconds) ? 1 : 0) + (has(self.hookOrder) ? 1 : 0) + (has(self.readyAfterStartup) ? 1 : 0) + (has(self.probeInterval) ? 1 : 0) + (has(self.job) ? 1 : 0) + (has(self.restartsIncrease) ? 1 : 0) == 1", "message": "an expectation checks exactly one thing"}]))]
-pub struct Expectation {
+pub enum Expectation {
     /// A container's restart count, within [min, max].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub restarts: Option<CountRange>,
+    Restarts(CountRange),
     /// The last termination of a container.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_termination: Option<TerminationExpectation>,
+    LastTermination(TerminationExpectation),
     /// An event seen (`seen: true`) or never seen.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub event: Option<EventExpectation>,
+    Event(EventExpectation),
     /// A condition's statuses, in order (consecutive repeats folded), e.g. Ready: [True, False].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub condition_sequence: Option<ConditionSequence>,
+    ConditionSequence(ConditionSequence),
     /// The pod's phases in order, e.g. [Pending, Running, Succeeded].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phase_sequence: Option<Vec<String>>,
+    PhaseSequence(Vec<String>),
     /// The phase the pod ends in (its last observed phase), e.g. Failed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub final_phase: Option<String>,
+    FinalPhase(String),
     /// Ready never True during the first N seconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub never_ready_for_seconds: Option<f64>,
-    /// Every measured restart fits the back-off curve (the profile's tolerance).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub backoff: Option<BackoffExpectation>,
+    NeverReadyForSeconds(f64),
+    /// Every restart fits the back-off curve (see the operator's back-off profile), and the
+    /// back-off the kubelet announced is the curve's.
+    Backoff(BackoffExpectation),
     /// Probe hits recorded by podlife-target's /hits.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub probe_hits: Option<ProbeHitsExpectation>,
+    ProbeHits(ProbeHitsExpectation),
     /// Seconds to the container's finishedAt, within [min, max]: from the delete action, or
     /// (`from: sigterm`) from the SIGTERM the target recorded, which leaves out how long the
     /// kubelet took to act on the delete.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub termination_seconds: Option<SecondsRange>,
+    TerminationSeconds(SecondsRange),
     /// podlife-target's lifecycle events in this order (e.g. poststart, prestop, sigterm), as
     /// a subsequence of its /hits events.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hook_order: Option<HookOrder>,
+    HookOrder(HookOrder),
     /// The pod turns Ready within N seconds after the container's startup probe succeeded
     /// (its `started` turned true), and not before.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ready_after_startup: Option<ReadyAfterStartup>,
+    ReadyAfterStartup(ReadyAfterStartup),
     /// Every gap between two consecutive hits of one probe, as the target timed them.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub probe_interval: Option<ProbeIntervalExpectation>,
+    ProbeInterval(ProbeIntervalExpectation),
     /// The restart count only ever goes up, one restart at a time as observed, to at least `min`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub restarts_increase: Option<CountRange>,
+    RestartsIncrease(CountRange),
     /// The Job as a whole (only with `spec.job`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub job: Option<JobExpectation>,
+    Job(JobExpectation),
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -330,6 +344,10 @@ pub struct BackoffExpectation {
     /// (seen at least twice), never above it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cap_seconds: Option<f64>,
+    /// Restarts that could not be measured (they came between two observed statuses) count as
+    /// not fitting, unless this says why they may be left out; they are named either way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unmeasured_allowed_because: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -402,24 +420,99 @@ pub struct ExperimentStatus {
     pub started_at: Option<jiff::Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<jiff::Timestamp>,
-    /// What podlife-target recorded (probe hits and lifecycle events), for the timeline
-    /// picture; the newest few hundred.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub target_marks: Vec<TargetMark>,
+    /// What the verdicts were judged on besides the pods' PodLifecycle reports; the timeline is
+    /// drawn from the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<Evidence>,
 }
 
-/// One thing podlife-target recorded: a probe hit (`kind` liveness/readiness/startup with its
-/// scripted `result`) or a lifecycle event (start, poststart, prestop, sigterm, exit, ...).
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+/// Everything an experiment's verdicts are judged on besides the PodLifecycle reports it
+/// names. One-way: a finished experiment can be re-judged and redrawn from what is stored, and
+/// a conformance fixture is exactly this plus those reports.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
 #[serde(rename_all = "camelCase")]
-pub struct TargetMark {
-    pub at: jiff::Timestamp,
-    pub kind: String,
+pub struct Evidence {
+    /// When the pod (or Job) was created: time zero of every `...Seconds` expectation.
+    pub created_at: jiff::Timestamp,
+    /// When the delete action ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub result: Option<String>,
-    /// The target's control port (tells two targets in one pod apart).
+    pub deleted_at: Option<jiff::Timestamp>,
+    /// The UIDs of the pods judged: the names of their PodLifecycle reports.
+    #[serde(default)]
+    pub reports: Vec<String>,
+    /// Those reports as they stood when the verdicts were judged on them. A live report goes on
+    /// growing (the pod's deletion at the end of the run, for one), so the verdicts and the
+    /// timeline are kept with exactly what was judged. Left out (and `podsOmitted` says so) if
+    /// they would make the experiment too large to store.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pods: Vec<crate::lifecycle::PodHistory>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pods_omitted: Option<String>,
+    /// What each podlife-target recorded, by control port.
+    #[serde(default)]
+    pub targets: Vec<TargetRecord>,
+    /// The Job's final status, for experiments that run a Job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<JobObserved>,
+}
+
+impl Evidence {
+    /// The record of the target whose control port is `port`.
+    #[must_use]
+    pub fn target(&self, port: u16) -> Option<&TargetRecord> {
+        self.targets.iter().find(|t| t.port == port)
+    }
+}
+
+/// One podlife-target's record, as read through the pod proxy: its probe counters, and its
+/// newest lifecycle events and probe hits over all of its runs.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetRecord {
     pub port: u16,
     /// The container that runs this target, when the spec says so.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
+    /// Probe hits counted by the target's latest run: `counters[probe][result]`.
+    #[serde(default)]
+    pub counters: BTreeMap<String, BTreeMap<String, u64>>,
+    #[serde(default)]
+    pub events: Vec<TargetEvent>,
+    #[serde(default)]
+    pub hits: Vec<HitTime>,
+}
+
+/// One probe hit's time, keyed by the target process's run (its start time) and sequence
+/// number so that repeated reads of `/hits` merge without duplicates.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HitTime {
+    pub run: u64,
+    pub seq: u64,
+    pub probe: String,
+    pub at_ms: u64,
+    /// The scripted answer: ok, fail, hang, slow, close, redirect.
+    pub result: String,
+}
+
+/// One lifecycle event of podlife-target (start, poststart, prestop, prestop-done, sigterm,
+/// exit, ...).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetEvent {
+    pub kind: String,
+    pub at_ms: u64,
+    /// The run (process start, Unix ms) that recorded it.
+    pub run: u64,
+}
+
+/// A Job's status as the experiment last read it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct JobObserved {
+    pub succeeded: i32,
+    pub failed: i32,
+    /// Condition types whose status is True (Complete, Failed, SuccessCriteriaMet, ...).
+    #[serde(default)]
+    pub true_conditions: Vec<String>,
 }

@@ -10,8 +10,11 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Container, EnvVar, EnvVarSource, PodSpec, SecretKeySelector};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::api::core::v1::{Container, EnvVar, EnvVarSource, Pod, PodSpec, SecretKeySelector};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::{Resource, ResourceExt};
+
+use crate::crd::ProbeExperiment;
 
 /// The target's control port when a container names none.
 pub const DEFAULT_CONTROL_PORT: u16 = 9090;
@@ -241,6 +244,54 @@ pub fn may_replace(kind: &'static str, name: &str, owners: Option<&[OwnerReferen
     if ours { Ok(()) } else { Err(NotOwned { kind, name: name.into(), experiment: experiment.into() }) }
 }
 
+/// The name of an experiment's pod (or Job): `pe-NAME`, cut to a valid object name.
+#[must_use]
+pub fn pod_name(experiment: &str) -> String {
+    let n: String = format!("pe-{experiment}").chars().take(63).collect();
+    n.trim_end_matches(['-', '.']).to_string()
+}
+
+/// The experiment's pod: the user's spec, checked against the policy (unless
+/// `allow_unrestricted`), with the default image, the restricted defaults, the control token from
+/// Secret `token_secret`, its labels and its owner (the experiment) filled in.
+///
+/// # Errors
+/// The spec has no container, the policy refuses it (the message names the field), or the
+/// experiment has no UID yet.
+pub fn build(exp: &ProbeExperiment, target_image: &str, allow_unrestricted: bool, token_secret: &str) -> Result<Pod, String> {
+    let mut spec = exp.spec.pod.clone();
+    if spec.containers.is_empty() {
+        return Err("spec.pod.containers is empty".into());
+    }
+    if !allow_unrestricted {
+        check(&spec).map_err(|e| e.to_string())?;
+    }
+    // Before the default image is filled in: a container without an image is a target whatever
+    // the configured target image is called.
+    give_token(&mut spec, token_secret);
+    for c in spec.containers.iter_mut().chain(spec.init_containers.iter_mut().flatten()) {
+        if c.image.as_deref().unwrap_or_default().is_empty() {
+            c.image = Some(target_image.to_string());
+        }
+        c.image_pull_policy.get_or_insert_with(|| "IfNotPresent".into());
+    }
+    restrict(&mut spec);
+    let owner = exp.controller_owner_ref(&()).ok_or("the experiment has no uid yet")?;
+    let name = exp.name_any();
+    let labels =
+        BTreeMap::from([("podlife.io/experiment".to_string(), name.clone()), ("podlife.io/track".to_string(), "true".to_string())]);
+    Ok(Pod {
+        metadata: ObjectMeta {
+            name: Some(pod_name(&name)),
+            labels: Some(labels),
+            owner_references: Some(vec![owner]),
+            ..Default::default()
+        },
+        spec: Some(spec),
+        status: None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -412,5 +463,27 @@ mod tests {
         let ports = target_control_ports(&spec);
         let names: Vec<(u16, &str)> = ports.iter().map(|(p, n)| (*p, n.as_str())).collect();
         assert_eq!(names, [(9090, "app"), (9190, "envoy"), (9290, "eq"), (9390, "env")]);
+    }
+
+    #[test]
+    fn the_built_pod_is_owned_tracked_restricted_and_given_its_token() {
+        let mut exp = crate::crd::experiment::experiment_from_yaml_str(crate::harness::conformance::CONFORMANCE[0].1).unwrap();
+        assert_eq!(build(&exp, "img", false, "s").unwrap_err(), "the experiment has no uid yet");
+        exp.metadata.uid = Some("u-1".into());
+        let pod = build(&exp, "localhost/podlife-target:1", false, "pe-token-u-1").unwrap();
+        assert_eq!(pod.metadata.name.as_deref(), Some("pe-backoff-curve-and-cap"));
+        let labels = pod.metadata.labels.clone().unwrap();
+        assert_eq!(labels["podlife.io/track"], "true", "the recorder must track it: verdicts are judged on its report");
+        assert_eq!(pod.metadata.owner_references.as_ref().unwrap()[0].uid, "u-1");
+        let c = &pod.spec.as_ref().unwrap().containers[0];
+        assert_eq!(c.image.as_deref(), Some("localhost/podlife-target:1"));
+        assert!(c.env.iter().flatten().any(|e| e.name == TOKEN_ENV), "{:?}", c.env);
+        assert_eq!(c.security_context.as_ref().and_then(|s| s.allow_privilege_escalation), Some(false));
+        exp.spec.pod.host_network = Some(true);
+        assert!(build(&exp, "img", false, "s").unwrap_err().contains("hostNetwork"));
+        assert!(build(&exp, "img", true, "s").is_ok(), "allowed when the operator says so");
+        exp.spec.pod.containers.clear();
+        assert_eq!(build(&exp, "img", true, "s").unwrap_err(), "spec.pod.containers is empty");
+        assert_eq!(pod_name(&"n".repeat(80)).len(), 63);
     }
 }

@@ -5,7 +5,6 @@ use std::fmt::Write as _;
 
 use jiff::Timestamp;
 
-use crate::crd::experiment::TargetMark;
 use crate::lifecycle::history::{PodHistory, format_seconds};
 use crate::lifecycle::snapshot::ContainerState;
 
@@ -54,6 +53,20 @@ pub struct Marker {
 }
 
 /// A history on one axis: seconds from `origin`.
+/// One thing podlife-target recorded, placed on the timeline: a probe hit (`kind` liveness,
+/// readiness or startup with its scripted `result`) or a lifecycle event (start, poststart,
+/// prestop, sigterm, exit, ...).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TargetMark {
+    pub at: Timestamp,
+    pub kind: String,
+    pub result: Option<String>,
+    /// The target's control port (tells two targets in one pod apart).
+    pub port: u16,
+    /// The container that runs this target, when the spec says so.
+    pub container: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Timeline {
     pub title: String,

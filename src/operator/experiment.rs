@@ -13,18 +13,20 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Event, Pod};
-use kube::api::{AttachParams, DeleteParams, Patch, PatchParams, PostParams, PropagationPolicy};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{AttachParams, DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 
-use crate::crd::experiment::TargetMark;
-use crate::crd::experiment::{ExperimentPhase, ExperimentStatus, ProbeExperiment};
-use crate::harness::pod::{self as experiment_pod, target_control_ports};
-use crate::harness::verdict::{HitTime, JobObserved, Observed, TargetEvent, evaluate, merge_hit_times, merge_target_events};
-use crate::lifecycle::{BackoffProfile, EventSnapshot, PodHistory, PodSnapshot, Source};
+use super::store::{ReportState, Store};
+use crate::crd::PodLifecycle;
+use crate::crd::experiment::{Evidence, ExperimentPhase, ExperimentStatus, JobObserved, ProbeExperiment, TargetRecord};
+use crate::harness::evidence::{due_actions, merge_read, ports_to_read};
+use crate::harness::pod as experiment_pod;
+use crate::harness::verdict::evaluate;
+use crate::lifecycle::PodHistory;
 use crate::lock;
 use crate::operator::keep_watching;
 use crate::target::record::RecordSnapshot;
@@ -40,8 +42,9 @@ pub struct ExperimentSettings {
     pub allow_unrestricted_pods: bool,
 }
 
-/// Watches ProbeExperiments in `namespaces` (all if empty) and runs each new one once.
-pub async fn run_experiments(client: Client, namespaces: Vec<String>, settings: ExperimentSettings, profile: BackoffProfile) {
+/// Watches ProbeExperiments in `namespaces` (all if empty) and runs each new one once, judging
+/// it on the reports of `store` (the recorder of the same term).
+pub async fn run_experiments(client: Client, namespaces: Vec<String>, settings: ExperimentSettings, store: Arc<Store>) {
     let apis: Vec<Api<ProbeExperiment>> = if namespaces.is_empty() {
         vec![Api::all(client.clone())]
     } else {
@@ -56,6 +59,7 @@ pub async fn run_experiments(client: Client, namespaces: Vec<String>, settings: 
         let started = Arc::clone(&started);
         let settings = settings.clone();
         let runs = Arc::clone(&runs);
+        let store = Arc::clone(&store);
         keep_watching(
             watcher(api, watcher::Config::default()).default_backoff().applied_objects(),
             "experiments",
@@ -64,7 +68,7 @@ pub async fn run_experiments(client: Client, namespaces: Vec<String>, settings: 
                 let phase = exp.status.as_ref().map(|s| s.phase).unwrap_or_default();
                 let fresh = lock(&started).insert(uid);
                 if fresh && !phase.is_final() {
-                    let (client, settings) = (client.clone(), settings.clone());
+                    let (client, settings, store) = (client.clone(), settings.clone(), Arc::clone(&store));
                     let mut runs = lock(&runs);
                     while runs.try_join_next().is_some() {}
                     runs.spawn(async move {
@@ -77,7 +81,7 @@ pub async fn run_experiments(client: Client, namespaces: Vec<String>, settings: 
                             };
                             write_status(&client, &exp, &status).await;
                         } else {
-                            run_one(client, exp, settings, profile).await;
+                            run_one(client, exp, settings, store).await;
                         }
                     });
                 }
@@ -154,41 +158,6 @@ async fn write_status(client: &Client, exp: &ProbeExperiment, status: &Experimen
     }
 }
 
-fn pod_name(exp: &str) -> String {
-    let n: String = format!("pe-{exp}").chars().take(63).collect();
-    n.trim_end_matches(['-', '.']).to_string()
-}
-
-/// The experiment's pod: the user's spec, checked against the policy, with the default image,
-/// the restricted defaults and the control token filled in.
-fn build_pod(exp: &ProbeExperiment, settings: &ExperimentSettings, token_secret: &str) -> Result<Pod, String> {
-    let mut spec = exp.spec.pod.clone();
-    if spec.containers.is_empty() {
-        return Err("spec.pod.containers is empty".into());
-    }
-    if !settings.allow_unrestricted_pods {
-        experiment_pod::check(&spec).map_err(|e| e.to_string())?;
-    }
-    // Before the default image is filled in: a container without an image is a target whatever
-    // the configured target image is called.
-    experiment_pod::give_token(&mut spec, token_secret);
-    for c in spec.containers.iter_mut().chain(spec.init_containers.iter_mut().flatten()) {
-        if c.image.as_deref().unwrap_or_default().is_empty() {
-            c.image = Some(settings.target_image.clone());
-        }
-        c.image_pull_policy.get_or_insert_with(|| "IfNotPresent".into());
-    }
-    experiment_pod::restrict(&mut spec);
-    let owner = exp.controller_owner_ref(&()).ok_or("the experiment has no uid yet")?;
-    let mut pod: Pod = serde_json::from_value(json!({
-        "metadata": {"name": pod_name(&exp.name_any()), "labels": {"podlife.io/experiment": exp.name_any(), "podlife.io/track": "true"}},
-    }))
-    .map_err(|e| e.to_string())?;
-    pod.metadata.owner_references = Some(vec![owner]);
-    pod.spec = Some(spec);
-    Ok(pod)
-}
-
 /// The control token's Secret: named after the experiment's UID, so an earlier run's (which
 /// the garbage collector removes with its experiment) never collides.
 fn token_secret_name(exp: &ProbeExperiment) -> String {
@@ -214,14 +183,14 @@ async fn create_token(client: &Client, exp: &ProbeExperiment) -> Result<String, 
 
 /// One experiment from start to verdict.
 #[tracing::instrument(skip_all, fields(experiment = %exp.name_any()))]
-async fn run_one(client: Client, exp: ProbeExperiment, settings: ExperimentSettings, profile: BackoffProfile) {
+async fn run_one(client: Client, exp: ProbeExperiment, settings: ExperimentSettings, store: Arc<Store>) {
     let ns = exp.namespace().unwrap_or_default();
     let mut status = ExperimentStatus { phase: ExperimentPhase::Running, started_at: Some(Timestamp::now()), ..Default::default() };
     write_status(&client, &exp, &status).await;
     let timeout = Duration::from_secs(u64::from(exp.spec.timeout_seconds));
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let mut created = None;
-    let outcome = tokio::time::timeout(timeout, observe(&client, &exp, &settings, &profile, &mut status, &mut created)).await;
+    let outcome = tokio::time::timeout(timeout, observe(&client, &exp, &settings, &store, &mut status, &mut created)).await;
     match outcome {
         Ok(Ok(())) => {}
         Ok(Err(reason)) => {
@@ -263,39 +232,6 @@ enum Subject {
     Job { name: String },
 }
 
-/// Every observed pod's history, keyed by pod UID, plus events that arrived before their pod.
-#[derive(Default)]
-struct Histories {
-    pods: BTreeMap<String, PodHistory>,
-    early_events: Vec<(String, EventSnapshot)>,
-}
-
-impl Histories {
-    fn observe_pod(&mut self, p: &Pod, profile: &BackoffProfile) {
-        let uid = p.uid().unwrap_or_default();
-        let fresh = !self.pods.contains_key(&uid);
-        let h = self.pods.entry(uid.clone()).or_insert_with(|| PodHistory::new(&p.name_any(), &uid));
-        h.observe(&PodSnapshot::from_pod(p), Timestamp::now(), Source::Live, profile);
-        if fresh {
-            for (_, e) in self.early_events.extract_if(.., |(owner, _)| *owner == uid) {
-                let _ = h.observe_event(&e);
-            }
-        }
-    }
-
-    fn observe_event(&mut self, e: &Event) {
-        let (Some(owner), Some(snapshot)) = (e.involved_object.uid.clone(), EventSnapshot::from_event(e)) else { return };
-        match self.pods.get_mut(&owner) {
-            Some(h) => {
-                h.observe_event(&snapshot);
-            }
-            // Bounded: events for pods never seen are kept up to this many.
-            None if self.early_events.len() < 1000 => self.early_events.push((owner, snapshot)),
-            None => {}
-        }
-    }
-}
-
 /// Deletes a leftover object of the same name (an earlier run of this experiment) and waits
 /// until it is gone; an object that run did not own stops the experiment instead.
 async fn delete_leftover<K>(api: &Api<K>, kind: &'static str, name: &str, experiment: &str) -> Result<(), String>
@@ -324,7 +260,7 @@ where
 /// Removes an earlier run's pod or Job of this experiment's name, or refuses one it does not own.
 async fn clear_leftover(client: &Client, exp: &ProbeExperiment) -> Result<(), String> {
     let ns = exp.namespace().unwrap_or_default();
-    let name = pod_name(&exp.name_any());
+    let name = experiment_pod::pod_name(&exp.name_any());
     if exp.spec.job.is_some() {
         delete_leftover(&Api::<Job>::namespaced(client.clone(), &ns), "job", &name, &exp.name_any()).await
     } else {
@@ -334,7 +270,7 @@ async fn clear_leftover(client: &Client, exp: &ProbeExperiment) -> Result<(), St
 
 async fn create_subject(client: &Client, exp: &ProbeExperiment, pod: Pod) -> Result<(Subject, Created, Timestamp), String> {
     let ns = exp.namespace().unwrap_or_default();
-    let name = pod_name(&exp.name_any());
+    let name = experiment_pod::pod_name(&exp.name_any());
     let Some(settings) = &exp.spec.job else {
         let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
         let created = pods.create(&PostParams::default(), &pod).await.map_err(|e| format!("cannot create pod {name}: {e}"))?;
@@ -368,11 +304,15 @@ async fn read_job(jobs: &Api<Job>, name: &str) -> Option<JobObserved> {
     })
 }
 
+/// How long the end of a run waits for the recorder to have written everything it observed
+/// of the experiment's pods (its write window is a second; a retried write takes longer).
+const REPORT_WAIT: Duration = Duration::from_secs(30);
+
 async fn observe(
     client: &Client,
     exp: &ProbeExperiment,
     settings: &ExperimentSettings,
-    profile: &BackoffProfile,
+    store: &Store,
     status: &mut ExperimentStatus,
     created: &mut Option<Created>,
 ) -> Result<(), String> {
@@ -381,100 +321,43 @@ async fn observe(
     let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
     // Checked before anything is created: a refused pod, or a same-named object the experiment
     // does not own, leaves nothing behind.
-    let pod = build_pod(exp, settings, &token_secret_name(exp))?;
+    let pod = experiment_pod::build(exp, &settings.target_image, settings.allow_unrestricted_pods, &token_secret_name(exp))?;
     clear_leftover(client, exp).await?;
     let token = create_token(client, exp).await?;
     let (subject, made, created_at) = create_subject(client, exp, pod).await?;
     *created = Some(made);
-    let pod_selector = match &subject {
+    let mut evidence = Evidence { created_at, ..Default::default() };
+    match &subject {
         Subject::Pod { name, uid } => {
             status.pod_name = Some(name.clone());
             status.report = Some(uid.clone());
-            watcher::Config::default().fields(&format!("metadata.name={name}"))
+            evidence.reports.push(uid.clone());
         }
-        Subject::Job { name } => {
-            status.job_name = Some(name.clone());
-            watcher::Config::default().labels(&format!("batch.kubernetes.io/job-name={name}"))
-        }
-    };
+        Subject::Job { name } => status.job_name = Some(name.clone()),
+    }
     write_status(client, exp, status).await;
-
-    let histories: Arc<Mutex<Histories>> = Arc::default();
-    let watches = crate::operator::AbortOnDrop(vec![
-        {
-            let histories = Arc::clone(&histories);
-            let profile = *profile;
-            let only_uid = match &subject {
-                Subject::Pod { uid, .. } => Some(uid.clone()),
-                Subject::Job { .. } => None,
-            };
-            tokio::spawn(keep_watching(
-                watcher(pods.clone(), pod_selector).default_backoff().applied_objects(),
-                "experiment pods",
-                move |p: Pod| {
-                    // A bare pod's name may still carry an earlier run's pod; follow only ours.
-                    if only_uid.as_ref().is_none_or(|u| p.uid().as_ref() == Some(u)) {
-                        lock(&histories).observe_pod(&p, &profile);
-                    }
-                },
-            ))
-        },
-        {
-            let histories = Arc::clone(&histories);
-            let events: Api<Event> = Api::namespaced(client.clone(), &ns);
-            let fields = match &subject {
-                Subject::Pod { name, .. } => format!("involvedObject.name={name},involvedObject.kind=Pod"),
-                Subject::Job { .. } => "involvedObject.kind=Pod".to_string(),
-            };
-            let stream = crate::operator::events_in_order(watcher(events, watcher::Config::default().fields(&fields)).default_backoff());
-            tokio::spawn(keep_watching(stream, "experiment events", move |e: Event| lock(&histories).observe_event(&e)))
-        },
-    ]);
 
     let end = Duration::from_secs(u64::from(exp.spec.duration_seconds));
     let mut pending: Vec<usize> = (0..exp.spec.actions.len()).collect();
-    let mut observed = Observed::default();
-    let mut hit_ports: Vec<u16> = exp
-        .spec
-        .expectations
-        .iter()
-        .filter_map(|e| {
-            e.probe_hits.as_ref().map(|p| p.port).or(e.hook_order.as_ref().map(|o| o.port)).or(e.probe_interval.as_ref().map(|p| p.port))
-        })
-        .collect();
-    // Every podlife-target's control port, for the picture's probe hits and hook markers.
-    let targets = target_control_ports(&exp.spec.pod);
-    hit_ports.extend(targets.keys());
-    hit_ports.sort_unstable();
-    hit_ports.dedup();
+    let ports = ports_to_read(&exp.spec);
+    // A port enters the evidence with its first answer: one never read is "not reachable".
+    let mut records: BTreeMap<u16, TargetRecord> = BTreeMap::new();
     let mut last_poll = std::time::Instant::now() - Duration::from_secs(1);
     loop {
         let elapsed = Timestamp::now().duration_since(created_at).as_secs_f64();
         if let Subject::Pod { name, uid } = &subject {
-            let mut fired = Vec::new();
-            for &i in &pending {
+            let since_created = |at: Timestamp| at.duration_since(created_at).as_secs_f64();
+            let due = due_actions(&exp.spec.actions, &pending, elapsed, |c| store.first_true(uid, c).map(since_created));
+            for &i in &due {
                 let action = &exp.spec.actions[i];
-                let due = match (&action.at_seconds, &action.when) {
-                    (Some(at), _) => Some(*at),
-                    (None, Some(cond)) => lock(&histories)
-                        .pods
-                        .get(uid)
-                        .and_then(|h| h.conditions.iter().find(|c| &c.type_ == cond && c.status == "True").map(|c| c.at))
-                        .map(|at| at.duration_since(created_at).as_secs_f64()),
-                    (None, None) => Some(0.0),
+                if action.delete.is_some() {
+                    evidence.deleted_at = Some(Timestamp::now());
                 }
-                .map(|t| t + action.delay_seconds.unwrap_or(0.0));
-                if due.is_some_and(|d| elapsed >= d) {
-                    fired.push(i);
-                    if action.delete.is_some() {
-                        observed.deleted_at = Some(Timestamp::now());
-                    }
-                    let result = perform(client, &ns, name, exp, action, &token).await;
-                    status.actions_done.push(format!("{elapsed:.1}s {}: {result}", action.name));
-                }
+                let result = perform(client, &ns, name, exp, action, &token).await;
+                status.actions_done.push(format!("{elapsed:.1}s {}: {result}", action.name));
             }
-            pending.retain(|i| !fired.contains(i));
-            if !fired.is_empty() {
+            pending.retain(|i| !due.contains(i));
+            if !due.is_empty() {
                 write_status(client, exp, status).await;
             }
         }
@@ -483,19 +366,22 @@ async fn observe(
             last_poll = std::time::Instant::now();
             match &subject {
                 Subject::Pod { name, .. } => {
-                    for port in &hit_ports {
+                    for (port, container) in &ports {
                         if let Some(read) = fetch_hits(client, &ns, name, *port, &token).await {
-                            observed.hits.insert(*port, read.counters);
-                            // A restarted container starts a new record: keep every run's.
-                            merge_target_events(observed.target_events.entry(*port).or_default(), read.events);
-                            merge_hit_times(observed.hit_times.entry(*port).or_default(), read.hit_times);
+                            let record = records.entry(*port).or_insert_with(|| TargetRecord {
+                                port: *port,
+                                container: container.clone(),
+                                ..Default::default()
+                            });
+                            merge_read(record, read);
                         }
                     }
                 }
                 Subject::Job { name } => {
-                    observed.job = read_job(&jobs, name).await.or(observed.job.take());
+                    evidence.job = read_job(&jobs, name).await.or(evidence.job.take());
+                    note_job_pods(&pods, name, &mut evidence.reports).await;
                     // A finished Job has nothing more to show: judge it now.
-                    if observed.job.as_ref().is_some_and(|j| j.true_conditions.iter().any(|c| c == "Complete" || c == "Failed")) {
+                    if evidence.job.as_ref().is_some_and(|j| j.true_conditions.iter().any(|c| c == "Complete" || c == "Failed")) {
                         break;
                     }
                 }
@@ -506,20 +392,80 @@ async fn observe(
         }
         tokio::time::sleep(TICK).await;
     }
-    // Let the last status and events arrive before judging.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    // Also stopped when this run is cut short (its timeout, or the term ending).
-    drop(watches);
-    let pods_seen: Vec<PodHistory> = lock(&histories).pods.values().cloned().collect();
-    if status.report.is_none() {
-        status.report = pods_seen.first().map(|h| h.uid.clone());
+    if let Subject::Job { name } = &subject {
+        note_job_pods(&pods, name, &mut evidence.reports).await;
     }
-    status.verdicts = evaluate(&exp.spec.expectations, &pods_seen, &observed, created_at);
-    status.target_marks = target_marks(&observed, &targets);
+    // Let the last status and events reach the recorder before its reports are read.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    evidence.pods = read_reports(client, store, &ns, &evidence.reports).await?;
+    evidence.targets = records.into_values().collect();
+    status.report = evidence.reports.first().cloned();
+    status.verdicts = evaluate(&exp.spec.expectations, &evidence.pods, &evidence);
+    keep_within_size(&mut evidence);
+    status.evidence = Some(evidence);
     let passed = status.verdicts.iter().filter(|v| v.passed).count();
     status.summary = format!("{passed}/{}", status.verdicts.len());
     status.phase = if passed == status.verdicts.len() { ExperimentPhase::Passed } else { ExperimentPhase::Failed };
     Ok(())
+}
+
+/// The most the judged reports may take in an experiment's status: etcd refuses objects over
+/// 1.5 MiB, and the target's record and verdicts need room too.
+const MAX_JUDGED_REPORT_BYTES: usize = 768 * 1024;
+
+/// Leaves the judged reports out of the evidence if they would make the status too large; the
+/// live reports remain, and the evidence says why they are missing.
+fn keep_within_size(evidence: &mut Evidence) {
+    let bytes: usize = evidence.pods.iter().map(|p| serde_json::to_vec(p).map_or(usize::MAX / 64, |v| v.len())).sum();
+    if bytes > MAX_JUDGED_REPORT_BYTES {
+        evidence.pods.clear();
+        evidence.pods_omitted = Some(format!(
+            "the judged reports took {} KiB, more than the {} KiB an experiment keeps; the live PodLifecycle reports remain",
+            bytes / 1024,
+            MAX_JUDGED_REPORT_BYTES / 1024
+        ));
+    }
+}
+
+/// Adds the UIDs of the Job's pods not yet known, oldest first.
+async fn note_job_pods(pods: &Api<Pod>, job: &str, uids: &mut Vec<String>) {
+    let Ok(list) = pods.list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job}"))).await else { return };
+    let mut found: Vec<&Pod> = list.items.iter().collect();
+    found.sort_by_key(|p| p.metadata.creation_timestamp.clone().map(|t| t.0));
+    for uid in found.into_iter().filter_map(|p| p.uid()) {
+        if !uids.contains(&uid) {
+            uids.push(uid);
+        }
+    }
+}
+
+/// The PodLifecycle reports of `uids` as the recorder wrote them, once everything it observed of
+/// those pods is written (bounded by [`REPORT_WAIT`]).
+async fn read_reports(client: &Client, store: &Store, ns: &str, uids: &[String]) -> Result<Vec<PodHistory>, String> {
+    let deadline = tokio::time::Instant::now() + REPORT_WAIT;
+    let reports: Api<PodLifecycle> = Api::namespaced(client.clone(), ns);
+    let mut histories = Vec::with_capacity(uids.len());
+    for uid in uids {
+        loop {
+            match store.report_state(uid) {
+                ReportState::Written => break,
+                state if tokio::time::Instant::now() >= deadline => {
+                    return Err(match state {
+                        ReportState::Untracked => format!(
+                            "pod {uid} is not tracked by this operator's recorder, so there is no report to judge it on \
+                             (the operator's pod selection must cover the experiment's pods: label podlife.io/track=true, \
+                             or their namespace)"
+                        ),
+                        _ => format!("the report of pod {uid} was still not written after {}s", REPORT_WAIT.as_secs()),
+                    });
+                }
+                _ => tokio::time::sleep(TICK).await,
+            }
+        }
+        let report = reports.get(uid).await.map_err(|e| format!("cannot read the report of pod {uid}: {e}"))?;
+        histories.push(report.status.ok_or_else(|| format!("the report of pod {uid} has no status yet"))?);
+    }
+    Ok(histories)
 }
 
 async fn perform(
@@ -608,61 +554,33 @@ fn exit_of(status: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Statu
     }
 }
 
-/// The target's record as marks for the timeline: the newest hits and events, bounded so the
-/// status stays small.
-fn target_marks(observed: &Observed, targets: &BTreeMap<u16, String>) -> Vec<TargetMark> {
-    const MAX_HITS: usize = 400;
-    const MAX_EVENTS: usize = 100;
-    let at = |ms: u64| Timestamp::from_millisecond(i64::try_from(ms).unwrap_or(i64::MAX)).ok();
-    let mut marks = Vec::new();
-    for (port, hits) in &observed.hit_times {
-        let newest = hits.iter().rev().take(MAX_HITS).rev();
-        marks.extend(newest.filter_map(|h| {
-            Some(TargetMark {
-                at: at(h.at_ms)?,
-                kind: h.probe.clone(),
-                result: Some(h.result.clone()),
-                port: *port,
-                container: targets.get(port).cloned(),
-            })
-        }));
-    }
-    for (port, events) in &observed.target_events {
-        let shown = events.iter().filter(|e| !e.kind.starts_with("tcp-") && e.kind != "listening");
-        let shown: Vec<_> = shown.collect();
-        let newest = shown.iter().rev().take(MAX_EVENTS).rev();
-        marks.extend(newest.filter_map(|e| {
-            Some(TargetMark { at: at(e.at_ms)?, kind: e.kind.clone(), result: None, port: *port, container: targets.get(port).cloned() })
-        }));
-    }
-    marks.sort_by_key(|m| m.at);
-    marks
-}
-
-/// What one read of the target's `/hits` gives.
-struct HitsRead {
-    counters: BTreeMap<String, BTreeMap<String, u64>>,
-    events: Vec<TargetEvent>,
-    hit_times: Vec<HitTime>,
-}
-
-/// The target's probe counters, its lifecycle event kinds in order, and its hit times.
-async fn fetch_hits(client: &Client, ns: &str, pod: &str, port: u16, token: &str) -> Option<HitsRead> {
+/// The target's record, read through the pod proxy; `None` if it does not answer in 2 s.
+async fn fetch_hits(client: &Client, ns: &str, pod: &str, port: u16, token: &str) -> Option<RecordSnapshot> {
     let req = http::Request::get(format!("/api/v1/namespaces/{ns}/pods/{pod}:{port}/proxy/hits"))
         .header(crate::target::TOKEN_HEADER, token)
         .body(Vec::new())
         .ok()?;
     let text = tokio::time::timeout(Duration::from_secs(2), client.request_text(req)).await.ok()?.ok()?;
-    let snapshot: RecordSnapshot = serde_json::from_str(&text).ok()?;
-    // Older targets do not send their start time; their boot count is the best run key there is.
-    let run = if snapshot.started_ms > 0 { snapshot.started_ms } else { snapshot.boot };
-    Some(HitsRead {
-        counters: snapshot.counters,
-        events: snapshot.events.into_iter().map(|e| TargetEvent { kind: e.kind, at_ms: e.at_ms, run }).collect(),
-        hit_times: snapshot
-            .hits
-            .into_iter()
-            .map(|h| HitTime { run, seq: h.seq, probe: h.probe.as_str().to_string(), at_ms: h.at_ms, result: h.result })
-            .collect(),
-    })
+    serde_json::from_str(&text).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lifecycle::PodHistory;
+
+    #[test]
+    fn judged_reports_too_large_to_store_are_left_out_with_a_reason() {
+        let small = PodHistory::new("p", "u");
+        let mut evidence = Evidence { pods: vec![small.clone()], ..Default::default() };
+        keep_within_size(&mut evidence);
+        assert_eq!((evidence.pods.len(), evidence.pods_omitted.as_deref()), (1, None));
+        // Many copies of a report with a long pod name pass the bound: all go, and it says why.
+        let mut big = small;
+        big.pod = "x".repeat(64 * 1024);
+        let mut evidence = Evidence { pods: vec![big; 16], ..Default::default() };
+        keep_within_size(&mut evidence);
+        assert!(evidence.pods.is_empty());
+        assert!(evidence.pods_omitted.as_deref().is_some_and(|w| w.contains("KiB")), "{:?}", evidence.pods_omitted);
+    }
 }

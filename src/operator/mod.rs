@@ -285,7 +285,7 @@ impl Term<'_> {
                 Selection::Namespaces(nss) => nss.clone(),
                 _ => Vec::new(),
             };
-            tasks.0.push(tokio::spawn(experiment::run_experiments(self.client.clone(), namespaces, settings, self.config.profile)));
+            tasks.0.push(tokio::spawn(experiment::run_experiments(self.client.clone(), namespaces, settings, Arc::clone(&store))));
         }
         let fence = self.fence.map(Arc::clone);
         let write_timeout = self.config.lease.as_ref().map_or(Duration::from_secs(10), LeaseConfig::write_timeout);

@@ -77,6 +77,8 @@ pub struct Tracked {
     pub report_exists: bool,
     /// The pod no longer exists (a delete was seen, or a relist of its scope lacked it).
     pub gone: bool,
+    /// Taken by a write window whose outcome is not known yet.
+    writing: bool,
     failed_writes: u32,
     /// Refused this many times in a row: see [`REFUSALS_BEFORE_STUCK`].
     refusals: u32,
@@ -85,8 +87,29 @@ pub struct Tracked {
 
 impl Tracked {
     fn new(namespace: String, history: PodHistory, report_exists: bool) -> Self {
-        Tracked { namespace, history, dirty: !report_exists, report_exists, gone: false, failed_writes: 0, refusals: 0, retry_at: None }
+        Tracked {
+            namespace,
+            history,
+            dirty: !report_exists,
+            report_exists,
+            gone: false,
+            writing: false,
+            failed_writes: 0,
+            refusals: 0,
+            retry_at: None,
+        }
     }
+}
+
+/// See [`Store::report_state`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportState {
+    /// No pod of that UID is tracked: the selection does not cover it, or it was never seen.
+    Untracked,
+    /// Observed changes are not written yet (or their write has not come back).
+    Unwritten,
+    /// The report holds everything observed so far.
+    Written,
 }
 
 /// A report read at start, not yet matched to a pod.
@@ -401,6 +424,7 @@ impl Store {
                 continue;
             }
             t.dirty = false;
+            t.writing = true;
             t.history.enforce_budget(self.config.budget_bytes);
             let scope = match self.config.selection {
                 super::Selection::Namespaces(_) => Scope::Namespace(t.namespace.clone()),
@@ -437,6 +461,7 @@ impl Store {
         for uid in uids {
             if let Some(t) = inner.pods.get_mut(&uid) {
                 t.dirty = true;
+                t.writing = false;
             }
         }
     }
@@ -448,6 +473,7 @@ impl Store {
     pub fn written(&self, uid: &str, outcome: WriteOutcome, now: Instant) {
         let mut inner = self.lock();
         let Some(t) = inner.pods.get_mut(uid) else { return };
+        t.writing = false;
         let cap = match outcome {
             WriteOutcome::Written => {
                 t.report_exists = true;
@@ -478,6 +504,23 @@ impl Store {
         t.dirty = true;
         t.failed_writes = t.failed_writes.saturating_add(1);
         t.retry_at = Some(now + retry_delay(t.failed_writes, cap));
+    }
+
+    /// Where the report of pod `uid` stands: experiments judge a pod on its report once all
+    /// that was observed of it is written.
+    pub fn report_state(&self, uid: &str) -> ReportState {
+        match self.lock().pods.get(uid) {
+            None => ReportState::Untracked,
+            Some(t) if t.report_exists && !t.dirty && !t.writing => ReportState::Written,
+            Some(_) => ReportState::Unwritten,
+        }
+    }
+
+    /// When the pod's `condition` first turned True, as its history recorded it.
+    pub fn first_true(&self, uid: &str, condition: &str) -> Option<Timestamp> {
+        let inner = self.lock();
+        let history = &inner.pods.get(uid)?.history;
+        history.conditions.iter().find(|c| c.type_ == condition && c.status == "True").map(|c| c.at)
     }
 
     /// Reports whose pod is gone and whose stored `deletedAt` is longer than the TTL ago. They

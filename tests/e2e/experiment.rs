@@ -49,10 +49,15 @@ async fn a_bad_spec_is_rejected_by_the_schema_with_a_message() {
     with_namespace("experiment_schema", |ns| async move {
         install_crds(&ns).await;
         let bad = std::env::temp_dir().join(format!("{}-bad.yaml", ns.name));
-        std::fs::write(&bad, "apiVersion: podlife.io/v1alpha1\nkind: ProbeExperiment\nmetadata: {name: bad}\nspec:\n  durationSeconds: 5\n  pod: {containers: [{name: target}]}\n  actions: [{name: both, atSeconds: 1, when: Ready, call: {path: /x}}]\n  expectations: [{restarts: {container: target}, neverReadyForSeconds: 3}]\n").unwrap();
+        std::fs::write(&bad, "apiVersion: podlife.io/v1alpha1\nkind: ProbeExperiment\nmetadata: {name: bad}\nspec:\n  durationSeconds: 5\n  pod: {containers: [{name: target}]}\n  actions: [{name: both, atSeconds: 1, when: Ready, call: {path: /x}}]\n  expectations: [{restarts: {container: target}}]\n").unwrap();
         let (code, out, err) = cli(&["run", bad.to_str().unwrap(), "-n", &ns.name]);
         assert_eq!(code, Some(2), "{out}");
-        assert!(err.contains("exactly one of atSeconds or when") && err.contains("an expectation checks exactly one thing"), "{err}");
+        assert!(err.contains("exactly one of atSeconds or when"), "{err}");
+        // Two checks in one expectation: refused before anything is sent, naming the item.
+        std::fs::write(&bad, "apiVersion: podlife.io/v1alpha1\nkind: ProbeExperiment\nmetadata: {name: bad}\nspec:\n  durationSeconds: 5\n  pod: {containers: [{name: target}]}\n  expectations: [{finalPhase: Running}, {restarts: {container: target}, neverReadyForSeconds: 3}]\n").unwrap();
+        let (code, out, err) = cli(&["run", bad.to_str().unwrap(), "-n", &ns.name]);
+        assert_eq!(code, Some(2), "{out}");
+        assert!(err.contains("spec.expectations[1]") && err.contains("an expectation checks exactly one thing"), "{err}");
         // Actions act on one pod: a Job experiment takes none (a spec-level CEL rule).
         std::fs::write(&bad, "apiVersion: podlife.io/v1alpha1\nkind: ProbeExperiment\nmetadata: {name: bad-job}\nspec:\n  durationSeconds: 5\n  job: {completions: 1, parallelism: 1}\n  pod: {restartPolicy: Never, containers: [{name: target}]}\n  actions: [{name: x, atSeconds: 1, exec: {command: [x]}}]\n  expectations: [{finalPhase: Succeeded}]\n").unwrap();
         let (code, out, err) = cli(&["run", bad.to_str().unwrap(), "-n", &ns.name]);

@@ -1,0 +1,90 @@
+//! The built-in conformance suite: the kubelet's own upstream probe and lifecycle checks as
+//! ProbeExperiments (manifests/conformance/), embedded so the CLI needs no checkout.
+
+use crate::crd::ProbeExperiment;
+
+/// Every case: its name and its YAML.
+pub const CONFORMANCE: &[(&str, &str)] = &[
+    ("backoff-curve-and-cap", include_str!("../../manifests/conformance/backoff-curve-and-cap.yaml")),
+    ("grace-period-reduced-at-delete", include_str!("../../manifests/conformance/grace-period-reduced-at-delete.yaml")),
+    ("graceful-delete-within-grace", include_str!("../../manifests/conformance/graceful-delete-within-grace.yaml")),
+    ("hooks-order", include_str!("../../manifests/conformance/hooks-order.yaml")),
+    ("job-completions-parallelism", include_str!("../../manifests/conformance/job-completions-parallelism.yaml")),
+    ("job-onfailure-retries-in-place", include_str!("../../manifests/conformance/job-onfailure-retries-in-place.yaml")),
+    ("liveness-after-startup-restarts", include_str!("../../manifests/conformance/liveness-after-startup-restarts.yaml")),
+    ("liveness-disabled-while-terminating", include_str!("../../manifests/conformance/liveness-disabled-while-terminating.yaml")),
+    ("liveness-exec-no-restart", include_str!("../../manifests/conformance/liveness-exec-no-restart.yaml")),
+    ("liveness-exec-restart", include_str!("../../manifests/conformance/liveness-exec-restart.yaml")),
+    ("liveness-exec-slow-past-timeout-restart", include_str!("../../manifests/conformance/liveness-exec-slow-past-timeout-restart.yaml")),
+    ("liveness-exec-timeout-restart", include_str!("../../manifests/conformance/liveness-exec-timeout-restart.yaml")),
+    ("liveness-grpc-no-restart", include_str!("../../manifests/conformance/liveness-grpc-no-restart.yaml")),
+    ("liveness-grpc-restart", include_str!("../../manifests/conformance/liveness-grpc-restart.yaml")),
+    ("liveness-http-no-restart", include_str!("../../manifests/conformance/liveness-http-no-restart.yaml")),
+    ("liveness-http-restart", include_str!("../../manifests/conformance/liveness-http-restart.yaml")),
+    ("liveness-local-redirect-restart", include_str!("../../manifests/conformance/liveness-local-redirect-restart.yaml")),
+    ("liveness-nonlocal-redirect-no-restart", include_str!("../../manifests/conformance/liveness-nonlocal-redirect-no-restart.yaml")),
+    (
+        "liveness-probe-grace-period-overrides-pod",
+        include_str!("../../manifests/conformance/liveness-probe-grace-period-overrides-pod.yaml"),
+    ),
+    ("liveness-restart-count-increases", include_str!("../../manifests/conformance/liveness-restart-count-increases.yaml")),
+    ("liveness-tcp-no-restart", include_str!("../../manifests/conformance/liveness-tcp-no-restart.yaml")),
+    ("liveness-tcp-restart", include_str!("../../manifests/conformance/liveness-tcp-restart.yaml")),
+    ("poststart-failing-restarts", include_str!("../../manifests/conformance/poststart-failing-restarts.yaml")),
+    ("prestop-exec-failing-event", include_str!("../../manifests/conformance/prestop-exec-failing-event.yaml")),
+    ("prestop-http-500-is-not-a-failure", include_str!("../../manifests/conformance/prestop-http-500-is-not-a-failure.yaml")),
+    ("prestop-sleep", include_str!("../../manifests/conformance/prestop-sleep.yaml")),
+    ("readiness-exec-failing-never-ready", include_str!("../../manifests/conformance/readiness-exec-failing-never-ready.yaml")),
+    ("readiness-exec-timeout-never-ready", include_str!("../../manifests/conformance/readiness-exec-timeout-never-ready.yaml")),
+    ("readiness-false-while-terminating", include_str!("../../manifests/conformance/readiness-false-while-terminating.yaml")),
+    ("readiness-initial-delay", include_str!("../../manifests/conformance/readiness-initial-delay.yaml")),
+    ("restart-always-exit-0-restarts", include_str!("../../manifests/conformance/restart-always-exit-0-restarts.yaml")),
+    ("restart-always-exit-1-restarts", include_str!("../../manifests/conformance/restart-always-exit-1-restarts.yaml")),
+    ("restart-never-exit-0-succeeded", include_str!("../../manifests/conformance/restart-never-exit-0-succeeded.yaml")),
+    ("restart-never-exit-1-failed", include_str!("../../manifests/conformance/restart-never-exit-1-failed.yaml")),
+    ("restart-onfailure-exit-0-succeeded", include_str!("../../manifests/conformance/restart-onfailure-exit-0-succeeded.yaml")),
+    ("restart-onfailure-exit-1-restarts", include_str!("../../manifests/conformance/restart-onfailure-exit-1-restarts.yaml")),
+    ("sidecar-liveness-exec-restart", include_str!("../../manifests/conformance/sidecar-liveness-exec-restart.yaml")),
+    ("sidecar-liveness-http-no-restart", include_str!("../../manifests/conformance/sidecar-liveness-http-no-restart.yaml")),
+    ("sidecar-liveness-http-restart", include_str!("../../manifests/conformance/sidecar-liveness-http-restart.yaml")),
+    ("sidecar-readiness-failing-never-ready", include_str!("../../manifests/conformance/sidecar-readiness-failing-never-ready.yaml")),
+    ("sidecar-startup-delays-liveness", include_str!("../../manifests/conformance/sidecar-startup-delays-liveness.yaml")),
+    ("sidecar-startup-failing-restarts", include_str!("../../manifests/conformance/sidecar-startup-failing-restarts.yaml")),
+    ("startup-delays-liveness", include_str!("../../manifests/conformance/startup-delays-liveness.yaml")),
+    ("startup-failing-restarts", include_str!("../../manifests/conformance/startup-failing-restarts.yaml")),
+    ("startup-probe-grace-period-overrides-pod", include_str!("../../manifests/conformance/startup-probe-grace-period-overrides-pod.yaml")),
+    ("startup-then-ready", include_str!("../../manifests/conformance/startup-then-ready.yaml")),
+];
+
+/// The cases whose name contains `filter` (every case without one), parsed.
+///
+/// # Errors
+/// An embedded case does not parse (a test keeps that from shipping).
+pub fn cases(filter: Option<&str>) -> Result<Vec<(&'static str, ProbeExperiment)>, String> {
+    CONFORMANCE
+        .iter()
+        .filter(|(name, _)| filter.is_none_or(|f| name.contains(f)))
+        .map(|(name, yaml)| crate::crd::experiment::experiment_from_yaml_str(yaml).map(|e| (*name, e)).map_err(|e| format!("{name}: {e}")))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_conformance_file_is_embedded_and_parses() {
+        let mut on_disk: Vec<String> = std::fs::read_dir("manifests/conformance")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.strip_suffix(".yaml").map(str::to_string))
+            .collect();
+        on_disk.sort();
+        let embedded: Vec<String> = CONFORMANCE.iter().map(|(n, _)| (*n).to_string()).collect();
+        assert_eq!(embedded, on_disk, "add new cases to CONFORMANCE");
+        for (name, yaml) in CONFORMANCE {
+            let exp = crate::crd::experiment::experiment_from_yaml_str(yaml).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(kube::ResourceExt::name_any(&exp), *name);
+            assert!(exp.spec.duration_seconds < exp.spec.timeout_seconds, "{name}: observed within its timeout");
+        }
+    }
+}
