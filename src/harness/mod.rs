@@ -3,6 +3,7 @@
 
 pub mod conformance;
 pub mod evidence;
+pub mod mutation;
 pub mod pod;
 pub mod render;
 pub mod timeline;
