@@ -60,14 +60,21 @@ pub async fn run_experiments(client: Client, namespaces: Vec<String>, settings: 
         let settings = settings.clone();
         let runs = Arc::clone(&runs);
         let store = Arc::clone(&store);
-        keep_watching(
-            watcher(api, watcher::Config::default()).default_backoff().applied_objects(),
-            "experiments",
-            move |exp: ProbeExperiment| {
+        keep_watching(watcher(api, watcher::Config::default()).default_backoff(), "experiments", move |event| {
+            let exp: ProbeExperiment = match event {
+                watcher::Event::Apply(exp) | watcher::Event::InitApply(exp) => exp,
+                // Forgotten once deleted, so the set holds only experiments that still exist.
+                watcher::Event::Delete(exp) => {
+                    lock(&started).remove(&exp.uid().unwrap_or_default());
+                    return;
+                }
+                watcher::Event::Init | watcher::Event::InitDone => return,
+            };
+            {
                 let uid = exp.uid().unwrap_or_default();
                 let phase = exp.status.as_ref().map(|s| s.phase).unwrap_or_default();
-                let fresh = lock(&started).insert(uid);
-                if fresh && !phase.is_final() {
+                // A finished one is never run again, so it need not be remembered either.
+                if !phase.is_final() && lock(&started).insert(uid) {
                     let (client, settings, store) = (client.clone(), settings.clone(), Arc::clone(&store));
                     let mut runs = lock(&runs);
                     while runs.try_join_next().is_some() {}
@@ -85,8 +92,8 @@ pub async fn run_experiments(client: Client, namespaces: Vec<String>, settings: 
                         }
                     });
                 }
-            },
-        )
+            }
+        })
     });
     let elsewhere = (!namespaces.is_empty()).then(|| refuse_uncovered(client.clone(), namespaces.clone(), Arc::clone(&runs)));
     let _ = futures::future::join(futures::future::join_all(streams), async {
@@ -117,7 +124,7 @@ async fn refuse_uncovered(client: Client, covered: Vec<String>, runs: Arc<Mutex<
             let age = exp
                 .creation_timestamp()
                 .map_or(Duration::ZERO, |t| Duration::try_from(Timestamp::now().duration_since(t.0)).unwrap_or(Duration::ZERO));
-            let (client, covered) = (client.clone(), covered.join(", "));
+            let (client, covered, seen) = (client.clone(), covered.join(", "), Arc::clone(&seen));
             let mut runs = lock(&runs);
             while runs.try_join_next().is_some() {}
             runs.spawn(async move {
@@ -127,6 +134,9 @@ async fn refuse_uncovered(client: Client, covered: Vec<String>, runs: Arc<Mutex<
                      (add {ns} to the chart's selection.namespaces, or run the experiment in one of those)"
                 );
                 refuse_if_still_new(&client, &exp, reason).await;
+                // Done with it: refused or accepted, it now has a status and is skipped; deleted,
+                // it sends nothing more. So the set holds only experiments still waiting.
+                lock(&seen).remove(&exp.uid().unwrap_or_default());
             });
         },
     )
