@@ -6,6 +6,7 @@ use crate::crd::ProbeExperiment;
 /// Every case: its name and its YAML.
 pub const CONFORMANCE: &[(&str, &str)] = &[
     ("backoff-curve-and-cap", include_str!("../../manifests/conformance/backoff-curve-and-cap.yaml")),
+    ("backoff-reset-after-long-run", include_str!("../../manifests/conformance/backoff-reset-after-long-run.yaml")),
     ("grace-period-reduced-at-delete", include_str!("../../manifests/conformance/grace-period-reduced-at-delete.yaml")),
     ("graceful-delete-within-grace", include_str!("../../manifests/conformance/graceful-delete-within-grace.yaml")),
     ("hooks-order", include_str!("../../manifests/conformance/hooks-order.yaml")),
