@@ -26,8 +26,11 @@ pub fn merge_read(record: &mut TargetRecord, read: RecordSnapshot) {
     let run = if read.started_ms > 0 { read.started_ms } else { read.boot };
     record.counters = read.counters;
     record.events.extend(read.events.into_iter().map(|e| TargetEvent { kind: e.kind, at_ms: e.at_ms, run }));
-    record.events.sort_by(|a, b| (a.at_ms, a.run, &a.kind).cmp(&(b.at_ms, b.run, &b.kind)));
-    record.events.dedup();
+    // Runs in order, and within a run the target's own order (a SIGTERM and the exit it caused
+    // can share a millisecond): a stable sort, then each event once, first copy kept.
+    record.events.sort_by_key(|e| (e.run, e.at_ms));
+    let mut seen = std::collections::HashSet::new();
+    record.events.retain(|e| seen.insert((e.run, e.at_ms, e.kind.clone())));
     keep_newest(&mut record.events, MAX_EVENTS);
     record.hits.extend(read.hits.into_iter().map(|h| HitTime {
         run,
@@ -148,6 +151,11 @@ mod tests {
         merge_read(&mut r, read(5000, &[(0, 6000)], &[("start", 5000)]));
         assert_eq!(r.hits.iter().map(|h| (h.run, h.seq)).collect::<Vec<_>>(), [(100, 0), (100, 1), (100, 2), (5000, 0)]);
         assert_eq!(r.events.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(), ["start", "sigterm", "start"]);
+        // Within one millisecond the target's order stands, whatever the names.
+        let mut same_ms = TargetRecord::default();
+        merge_read(&mut same_ms, read(100, &[], &[("sigterm", 7000), ("exit", 7000)]));
+        merge_read(&mut same_ms, read(100, &[], &[("sigterm", 7000), ("exit", 7000)]));
+        assert_eq!(same_ms.events.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(), ["sigterm", "exit"]);
         // Counters are the latest run's own.
         assert_eq!(r.counters["liveness"]["ok"], 1);
         let many: Vec<(u64, u64)> = (0..1000).map(|i| (i, 10_000 + i)).collect();

@@ -54,6 +54,9 @@ impl Fixture {
     pub fn judge(&self, mutation: Option<Mutation>) -> Result<Vec<Verdict>, String> {
         let mut evidence = self.evidence()?.clone();
         let mut pods = std::mem::take(&mut evidence.pods);
+        // Every restart judged by today's tolerance, not the one stored when it was recorded.
+        let profile = BackoffProfile::default();
+        pods.iter_mut().flat_map(|h| h.containers.iter_mut()).flat_map(|c| c.restarts.iter_mut()).for_each(|r| r.rejudge(&profile));
         if let Some(m) = mutation {
             m.apply(&mut pods, &mut evidence);
         }
@@ -228,7 +231,8 @@ impl Mutation {
                     for (i, h) in startup.iter().enumerate() {
                         t.hits.push(HitTime { probe: "liveness".into(), seq: seq + i as u64, ..h.clone() });
                     }
-                    t.hits.sort();
+                    // In time order, as the target would have recorded them.
+                    t.hits.sort_by_key(|h| (h.run, h.at_ms, h.seq));
                     if !startup.is_empty() {
                         *t.counters.entry("liveness".into()).or_default().entry("ok".into()).or_default() += startup.len() as u64;
                     }
@@ -249,7 +253,10 @@ impl Mutation {
                     }
                 }
             }
-            Mutation::RestartWithoutKilling => pods.iter_mut().for_each(|h| h.events.retain(|e| e.reason != "Killing")),
+            // Only the probe kills: a Killing "Stopping container" at deletion is another matter.
+            Mutation::RestartWithoutKilling => {
+                pods.iter_mut().for_each(|h| h.events.retain(|e| !(e.reason == "Killing" && e.message.contains("probe"))));
+            }
             Mutation::EventsLost => pods.iter_mut().for_each(|h| h.events.clear()),
             Mutation::UnexpectedEvents => {
                 for h in pods.iter_mut() {
@@ -331,14 +338,10 @@ impl Mutation {
                 }
             }
             Mutation::ReadyWhileTerminating => {
+                // Every Ready=False after the delete is lost: the pod stays Ready while it goes.
+                let Some(deleted) = evidence.deleted_at else { return };
                 for h in pods.iter_mut() {
-                    // Once Ready, never un-Ready again.
-                    let Some(ready) = h.conditions.iter().position(|c| c.type_ == "Ready" && c.status == "True") else { continue };
-                    let mut i = 0;
-                    h.conditions.retain(|c| {
-                        i += 1;
-                        i <= ready || !(c.type_ == "Ready" && c.status == "False")
-                    });
+                    h.conditions.retain(|c| !(c.type_ == "Ready" && c.status == "False" && c.at >= deleted));
                 }
             }
             Mutation::JobConcurrencyOffByOne => {
@@ -415,11 +418,15 @@ fn move_last_finish(pods: &mut [PodHistory], evidence: &Evidence, to: impl Fn(Ti
     }
 }
 
-/// The mutations that make `fixture` fail (at least one verdict not passed).
+/// The mutations that make `fixture` fail (a verdict that passes on the real record fails).
 ///
 /// # Errors
-/// See [`Fixture::evidence`].
+/// See [`Fixture::evidence`]; or the fixture already fails unmutated.
 pub fn killers(fixture: &Fixture) -> Result<Vec<Mutation>, String> {
+    let real = fixture.judge(None)?;
+    if let Some(failed) = real.iter().find(|v| !v.passed) {
+        return Err(format!("fails unmutated ({}: {}), so no mutation can be said to kill it", failed.name, failed.observed));
+    }
     let mut killed = Vec::new();
     for m in Mutation::ALL {
         if fixture.judge(Some(m))?.iter().any(|v| !v.passed) {

@@ -60,23 +60,28 @@ fn evaluate_on_every_pod(e: &Expectation, pods: &[PodHistory], evidence: &Eviden
 /// after another ended can only read as starting in the same second, never earlier.
 #[must_use]
 pub fn max_concurrent_runs(pods: &[PodHistory]) -> usize {
-    let mut edges: Vec<(Timestamp, i8)> = Vec::new();
+    // At one instant: ends of runs that began earlier, then starts, then ends of runs that
+    // began at that instant too (a run inside one second must end after it started).
+    const END_OF_EARLIER: u8 = 0;
+    const START: u8 = 1;
+    const END_OF_SAME_SECOND: u8 = 2;
+    let mut edges: Vec<(Timestamp, u8)> = Vec::new();
     for c in pods.iter().flat_map(|h| h.containers.iter()).filter(|c| c.kind == ContainerKind::App) {
         for t in c.terminations.iter().map(|r| &r.termination) {
             if let (Some(s), Some(f)) = (t.started_at, t.finished_at) {
-                // Ends sort before starts at the same instant: touching runs do not overlap.
-                edges.push((s, 1));
-                edges.push((f, -1));
+                edges.push((s, START));
+                edges.push((f, if f > s { END_OF_EARLIER } else { END_OF_SAME_SECOND }));
             }
         }
     }
-    edges.sort();
+    edges.sort_unstable();
     let (mut now, mut most) = (0usize, 0usize);
     for (_, edge) in edges {
-        if edge > 0 {
+        if edge == START {
             now += 1;
             most = most.max(now);
         } else {
+            debug_assert!(now > 0, "every end follows its start");
             now = now.saturating_sub(1);
         }
     }
@@ -645,6 +650,9 @@ mod tests {
         };
         // Replacements starting in the second their predecessors ended: two at once, not three.
         assert_eq!(max_concurrent_runs(&job_pods([(0, 5), (1, 6), (5, 9), (6, 12)])), 2);
+        // Runs that start and end within one second still count, and still end.
+        assert_eq!(max_concurrent_runs(&job_pods([(0, 0), (5, 8), (20, 20), (30, 31)])), 1);
+        assert_eq!(max_concurrent_runs(&job_pods([(0, 3), (2, 2), (2, 4), (9, 9)])), 3);
         // 0-5, 1-6 and 4-9 overlap from second 4: a third pod ran before one had ended.
         let pods = job_pods([(0, 5), (1, 6), (4, 9), (7, 12)]);
         assert_eq!(max_concurrent_runs(&pods), 3);
