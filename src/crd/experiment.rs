@@ -506,6 +506,34 @@ pub struct TargetEvent {
     pub run: u64,
 }
 
+impl TargetRecord {
+    /// When the target last recorded a SIGTERM.
+    #[must_use]
+    pub fn last_sigterm(&self) -> Option<jiff::Timestamp> {
+        self.events.iter().rev().find(|e| e.kind == "sigterm").and_then(TargetEvent::at)
+    }
+}
+
+impl HitTime {
+    /// When the hit arrived, by the target's clock.
+    #[must_use]
+    pub fn at(&self) -> Option<jiff::Timestamp> {
+        from_unix_ms(self.at_ms)
+    }
+}
+
+impl TargetEvent {
+    /// When the event happened, by the target's clock.
+    #[must_use]
+    pub fn at(&self) -> Option<jiff::Timestamp> {
+        from_unix_ms(self.at_ms)
+    }
+}
+
+fn from_unix_ms(ms: u64) -> Option<jiff::Timestamp> {
+    jiff::Timestamp::from_millisecond(i64::try_from(ms).ok()?).ok()
+}
+
 /// A Job's status as the experiment last read it.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
 #[serde(rename_all = "camelCase")]

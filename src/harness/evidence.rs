@@ -91,7 +91,6 @@ pub fn due_actions(actions: &[Action], pending: &[usize], elapsed: f64, first_tr
 /// bookkeeping), in time order.
 #[must_use]
 pub fn timeline_marks(evidence: &Evidence) -> Vec<TargetMark> {
-    let at = |ms: u64| Timestamp::from_millisecond(i64::try_from(ms).ok()?).ok();
     let mut marks = Vec::new();
     for t in &evidence.targets {
         let mark = |at: Timestamp, kind: &str, result: Option<&str>| TargetMark {
@@ -101,9 +100,9 @@ pub fn timeline_marks(evidence: &Evidence) -> Vec<TargetMark> {
             port: t.port,
             container: t.container.clone(),
         };
-        marks.extend(t.hits.iter().filter_map(|h| Some(mark(at(h.at_ms)?, &h.probe, Some(&h.result)))));
+        marks.extend(t.hits.iter().filter_map(|h| Some(mark(h.at()?, &h.probe, Some(&h.result)))));
         let shown = t.events.iter().filter(|e| !e.kind.starts_with("tcp-") && e.kind != "listening");
-        marks.extend(shown.filter_map(|e| Some(mark(at(e.at_ms)?, &e.kind, None))));
+        marks.extend(shown.filter_map(|e| Some(mark(e.at()?, &e.kind, None))));
     }
     marks.sort_by_key(|m| m.at);
     marks

@@ -13,7 +13,7 @@ use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use crate::crd::ProbeExperiment;
-use crate::crd::experiment::{Evidence, HitTime, TargetEvent, Verdict};
+use crate::crd::experiment::{Evidence, HitTime, TargetEvent, TargetRecord, Verdict};
 use crate::harness::verdict::evaluate;
 use crate::lifecycle::history::{BackoffState, ConditionTransition, EventRecord};
 use crate::lifecycle::snapshot::Phase;
@@ -403,11 +403,7 @@ fn double_rate(hits: &[HitTime]) -> Vec<HitTime> {
 
 /// Moves the finishedAt of every container's last termination: `to(sigterm or delete, finished)`.
 fn move_last_finish(pods: &mut [PodHistory], evidence: &Evidence, to: impl Fn(Timestamp, Timestamp) -> Option<Timestamp>) {
-    let sigterm = evidence
-        .targets
-        .iter()
-        .flat_map(|t| t.events.iter().rev().find(|e| e.kind == "sigterm"))
-        .find_map(|e| Timestamp::from_millisecond(i64::try_from(e.at_ms).ok()?).ok());
+    let sigterm = evidence.targets.iter().find_map(TargetRecord::last_sigterm);
     let Some(from) = sigterm.or(evidence.deleted_at) else { return };
     for c in pods.iter_mut().flat_map(|h| h.containers.iter_mut()) {
         if let Some(t) = c.terminations.back_mut()

@@ -4,7 +4,7 @@
 
 use jiff::Timestamp;
 
-use crate::crd::experiment::{Evidence, Expectation, HitTime, JobExpectation, JobObserved, Verdict};
+use crate::crd::experiment::{Evidence, Expectation, HitTime, JobExpectation, JobObserved, TargetRecord, Verdict};
 use crate::lifecycle::PodHistory;
 use crate::lifecycle::history::BackoffState;
 use crate::lifecycle::history::ContainerHistory;
@@ -219,8 +219,7 @@ fn evaluate_one(e: &Expectation, h: &PodHistory, evidence: &Evidence) -> Verdict
         }
         Expectation::NeverReadyForSeconds(n) => {
             let n = *n;
-            let first_ready =
-                h.conditions.iter().find(|c| c.type_ == "Ready" && c.status == "True").map(|c| c.at.duration_since(created).as_secs_f64());
+            let first_ready = h.first_true("Ready").map(|at| at.duration_since(created).as_secs_f64());
             let ok = first_ready.is_none_or(|s| s >= n);
             verdict(
                 format!("not Ready for {n}s"),
@@ -286,9 +285,7 @@ fn termination_seconds(t: &crate::crd::experiment::SecondsRange, h: &PodHistory,
     let (start, what, missing) = match t.from {
         TerminationFrom::Delete => (evidence.deleted_at, "delete", "no delete action ran"),
         TerminationFrom::Sigterm => {
-            let sigterm = evidence.target(t.port).and_then(|r| r.events.iter().rev().find(|e| e.kind == "sigterm"));
-            let at = sigterm.and_then(|e| Timestamp::from_millisecond(i64::try_from(e.at_ms).ok()?).ok());
-            (at, "SIGTERM", "the target recorded no SIGTERM")
+            (evidence.target(t.port).and_then(TargetRecord::last_sigterm), "SIGTERM", "the target recorded no SIGTERM")
         }
     };
     let took = match (start, finished) {
@@ -348,7 +345,7 @@ fn ready_after_startup(r: &crate::crd::experiment::ReadyAfterStartup, h: &PodHis
         return verdict(name, false, expected, "startup never succeeded".into());
     };
     // The condition's time is the kubelet's (1 s resolution); `started` is when we saw it.
-    let ready = h.conditions.iter().filter(|c| c.type_ == "Ready" && c.status == "True").map(|c| c.at).next();
+    let ready = h.first_true("Ready");
     let Some(ready) = ready else {
         return verdict(name, false, expected, "never Ready".into());
     };
@@ -385,7 +382,7 @@ fn probe_interval(p: &crate::crd::experiment::ProbeIntervalExpectation, hits: Op
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::experiment::{ConditionSequence, CountRange, EventExpectation, ProbeHitsExpectation, TargetEvent, TargetRecord};
+    use crate::crd::experiment::{ConditionSequence, CountRange, EventExpectation, ProbeHitsExpectation, TargetEvent};
     use crate::lifecycle::history::{ConditionTransition, ContainerHistory, EventRecord, PhaseTransition};
     use crate::lifecycle::snapshot::ContainerKind;
     use crate::lifecycle::snapshot::Phase;

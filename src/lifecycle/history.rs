@@ -635,6 +635,10 @@ impl ContainerHistory {
     }
 }
 
+fn first_true_in(conditions: &VecDeque<ConditionTransition>, condition: &str) -> Option<Timestamp> {
+    conditions.iter().find(|c| c.type_ == condition && c.status == "True").map(|c| c.at)
+}
+
 /// Whether a run lasted longer than the profile's reset_after (the kubelet then forgets its
 /// back-off and restarts at once).
 fn ran_past_reset(run: &Termination, profile: &BackoffProfile) -> bool {
@@ -642,6 +646,12 @@ fn ran_past_reset(run: &Termination, profile: &BackoffProfile) -> bool {
 }
 
 impl PodHistory {
+    /// When the pod's `condition` (Ready, ContainersReady, ...) first turned True.
+    #[must_use]
+    pub fn first_true(&self, condition: &str) -> Option<Timestamp> {
+        first_true_in(&self.conditions, condition)
+    }
+
     #[must_use]
     pub fn new(pod: &str, uid: &str) -> Self {
         PodHistory { pod: pod.to_string(), uid: uid.to_string(), ..Default::default() }
@@ -776,7 +786,9 @@ impl PodHistory {
             .fold(None, |acc: Option<f64>, s| Some(acc.map_or(s, |a| a.max(s))))
             .map_or_else(|| "-".to_string(), format_seconds);
         let created = snap.created_at.or(self.summary.startup.created);
-        let first_true = |kind: &str| self.conditions.iter().find(|c| c.type_ == kind && c.status == "True").map(|c| c.at);
+        // Only the conditions are borrowed: the summary is written below.
+        let conditions = &self.conditions;
+        let first_true = |kind: &str| first_true_in(conditions, kind);
         let running_at = if counted.is_empty() {
             None
         } else {

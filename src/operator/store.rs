@@ -518,9 +518,7 @@ impl Store {
 
     /// When the pod's `condition` first turned True, as its history recorded it.
     pub fn first_true(&self, uid: &str, condition: &str) -> Option<Timestamp> {
-        let inner = self.lock();
-        let history = &inner.pods.get(uid)?.history;
-        history.conditions.iter().find(|c| c.type_ == condition && c.status == "True").map(|c| c.at)
+        self.lock().pods.get(uid)?.history.first_true(condition)
     }
 
     /// Reports whose pod is gone and whose stored `deletedAt` is longer than the TTL ago. They
