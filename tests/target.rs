@@ -20,8 +20,25 @@ struct Target {
 }
 
 /// Seven distinct free ports: all held until every one is picked, so none repeats.
-fn free_ports() -> [u16; 7] {
-    let held: Vec<std::net::TcpListener> = (0..7).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+///
+/// A target told to leave its probe ports unbound for a while gets them from below the kernel's
+/// ephemeral range (32768-60999 by default), where every other test's `:0` pick comes from:
+/// otherwise another test can pick and hold that port during the window, and the late bind fails.
+fn free_ports(outside_ephemeral_range: bool) -> [u16; 7] {
+    let mut held: Vec<std::net::TcpListener> = Vec::new();
+    let mut low = 20_000 + (std::process::id() % 1000) as u16 * 10;
+    while held.len() < 7 {
+        let addr = if outside_ephemeral_range && held.len() != 1 {
+            low += 1;
+            assert!(low < 32_000, "no free port below the ephemeral range");
+            format!("127.0.0.1:{low}")
+        } else {
+            "127.0.0.1:0".to_string()
+        };
+        if let Ok(listener) = std::net::TcpListener::bind(addr) {
+            held.push(listener);
+        }
+    }
     std::array::from_fn(|i| held[i].local_addr().unwrap().port())
 }
 
@@ -33,8 +50,9 @@ impl Target {
     fn start_in(dir: tempfile::TempDir, args: &[&str]) -> Target {
         // Another test may take a port between its pick and the target's bind; the target then
         // exits at start, and new ports are picked.
+        let not_listening_at_first = args.iter().any(|a| a.starts_with("--not-listening"));
         for attempt in 1..=3 {
-            let [probe, control, grpc, t0, t1, t2, _] = free_ports();
+            let [probe, control, grpc, t0, t1, t2, _] = free_ports(not_listening_at_first);
             let tcp = [t0, t1, t2];
             let mut child = Command::new(BIN)
                 .args(["--listen", "127.0.0.1", "--log-format", "text"])
@@ -64,7 +82,7 @@ impl Target {
             let t = Target { child: Some(child), probe, control, grpc, tcp, dir };
             // The probe port binds separately: on a loaded machine it can come a little later
             // (unless it is told to stay closed for a while).
-            if !args.iter().any(|a| a.starts_with("--not-listening")) {
+            if !not_listening_at_first {
                 t.wait_listening(t.probe, Duration::from_secs(10));
             }
             return t;
@@ -322,7 +340,7 @@ async fn boot_count_and_boot_script_survive_restarts() {
     let args = ["--state-dir", state_arg.as_str(), "--boot", "fail 1 2 times, then ok"];
     for boot in 1..=2 {
         let dir = tempfile::tempdir().unwrap();
-        let [probe, control, ..] = free_ports();
+        let [probe, control, ..] = free_ports(false);
         let out = Command::new(BIN)
             .args(["--listen", "127.0.0.1", "--probe-port", &probe.to_string(), "--control-port", &control.to_string()])
             .args(["--grpc-port", "0", "--tcp-ports", "0,0,0"])
