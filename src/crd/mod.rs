@@ -28,6 +28,7 @@ pub const TRACK_LABEL: &str = "podlife.io/track";
     namespaced,
     status = "PodHistory",
     printcolumn = r#"{"name":"Pod","type":"string","jsonPath":".spec.podName"}"#,
+    printcolumn = r#"{"name":"Owner","type":"string","jsonPath":".status.summary.owner"}"#,
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.summary.phase"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.summary.ready"}"#,
     printcolumn = r#"{"name":"Restarts","type":"integer","jsonPath":".status.summary.restarts"}"#,

@@ -407,6 +407,7 @@ mod tests {
             deleted_at: None,
             phase: Phase::Running,
             conditions: vec![],
+            controller: None,
             containers: vec![ContainerSnapshot {
                 name: "app".into(),
                 kind: ContainerKind::App,

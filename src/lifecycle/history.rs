@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::backoff::{BackoffProfile, parse_announced};
 use super::snapshot::{ContainerKind, ContainerSnapshot, ContainerState, EventSnapshot, Phase, PodSnapshot, Termination};
+use super::workload::Owners;
 
 /// Ring capacities: enough for a long crash loop's recent past, small enough for 10k pods.
 pub const MAX_PHASES: usize = 32;
@@ -330,6 +331,9 @@ pub struct Summary {
     pub backoff: String,
     pub startup: StartupBreakdown,
     pub transitions_recorded: u64,
+    /// The workload that owns the pod, as "Deployment/web"; absent for a bare pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// The whole history of one pod.
@@ -344,6 +348,10 @@ pub struct PodHistory {
     pub events: VecDeque<EventRecord>,
     pub summary: Summary,
     pub truncated: Truncation,
+    /// The pod's owner chain, recorded at first sight of an owner. It outlives the owners: a
+    /// deleted Deployment's pods keep saying whose they were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owners: Option<Owners>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deleted_at: Option<Timestamp>,
     /// The newest Event resourceVersion folded into this history. An event at or below it was
@@ -373,6 +381,8 @@ pub enum Change {
     Restart,
     Event,
     EventCount,
+    /// The owner chain was first seen or grew.
+    Owner,
 }
 
 fn push_bounded<T>(list: &mut VecDeque<T>, item: T, cap: usize, dropped: &mut u64) {
@@ -667,6 +677,12 @@ impl PodHistory {
             return changes;
         }
         self.status_seen_through = self.status_seen_through.max(snap.resource_version);
+        if self.owners.is_none()
+            && let Some(owners) = Owners::from_controller(snap.controller.clone())
+        {
+            self.set_owners(owners);
+            changes.push(Change::Owner);
+        }
         if self.phases.back().map(|p| p.phase) != Some(snap.phase) {
             push_bounded(&mut self.phases, PhaseTransition { phase: snap.phase, at: now, source }, MAX_PHASES, &mut self.truncated.phases);
             changes.push(Change::Phase);
@@ -703,8 +719,14 @@ impl PodHistory {
             self.deleted_at = snap.deleted_at;
         }
         self.refresh_summary(snap);
-        self.summary.transitions_recorded += changes.len() as u64;
+        self.summary.transitions_recorded += changes.iter().filter(|c| **c != Change::Owner).count() as u64;
         changes
+    }
+
+    /// Records the owner chain (as it grows by lookups) and names the workload in the summary.
+    pub fn set_owners(&mut self, owners: Owners) {
+        self.summary.owner = owners.workload().map(ToString::to_string);
+        self.owners = Some(owners);
     }
 
     /// Folds one Event into the history. A count update of a known event raises its count;

@@ -6,6 +6,7 @@
 pub mod backoff;
 pub mod history;
 pub mod snapshot;
+pub mod workload;
 
 pub use backoff::BackoffProfile;
 pub use history::{Change, PodHistory, Source};

@@ -8,6 +8,8 @@ use k8s_openapi::api::core::v1::{ContainerState as K8sState, ContainerStatus, Ev
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::workload::OwnerLink;
+
 /// A pod's phase, as the kubelet reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum Phase {
@@ -177,6 +179,9 @@ pub struct PodSnapshot {
     pub phase: Phase,
     pub conditions: Vec<ConditionSnapshot>,
     pub containers: Vec<ContainerSnapshot>,
+    /// The pod's controller (the `ownerReference` with `controller: true`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controller: Option<OwnerLink>,
 }
 
 /// What the model needs of one Event about a pod.
@@ -262,7 +267,14 @@ impl PodSnapshot {
         for c in status.ephemeral_container_statuses.iter().flatten() {
             containers.push(container_of(c, ContainerKind::Ephemeral));
         }
+        let controller = meta.owner_references.iter().flatten().find(|o| o.controller == Some(true)).map(|o| OwnerLink {
+            kind: o.kind.clone(),
+            name: o.name.clone(),
+            uid: o.uid.clone(),
+            api_version: o.api_version.clone(),
+        });
         PodSnapshot {
+            controller,
             namespace: meta.namespace.clone().unwrap_or_default(),
             name: meta.name.clone().unwrap_or_default(),
             uid: meta.uid.clone().unwrap_or_default(),

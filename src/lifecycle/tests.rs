@@ -25,6 +25,7 @@ fn pod(phase: Phase, containers: Vec<ContainerSnapshot>) -> PodSnapshot {
         phase,
         conditions: vec![],
         containers,
+        controller: None,
     }
 }
 

@@ -30,8 +30,32 @@ pub struct ReasonLabels {
     pub reason: String,
 }
 
+/// A workload and one of its containers. Bounded by the workloads, not the pods: a bare pod
+/// counts under kind "none" and no name, and a pod whose Deployment or CronJob is not known yet
+/// (its first second) under its ReplicaSet or Job.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WorkloadLabels {
+    pub namespace: String,
+    pub workload_kind: String,
+    pub workload: String,
+    pub container: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TerminationLabels {
+    pub namespace: String,
+    pub workload_kind: String,
+    pub workload: String,
+    pub container: String,
+    pub reason: String,
+}
+
 #[derive(Debug)]
 pub struct Metrics {
+    pub workload_restarts: Family<WorkloadLabels, Counter>,
+    pub workload_backoff_step: Family<WorkloadLabels, Gauge>,
+    pub workload_sync_lag: Family<WorkloadLabels, Histogram, fn() -> Histogram>,
+    pub workload_terminations: Family<TerminationLabels, Counter>,
     pub registry: Registry,
     transitions: Family<TransitionLabels, Counter>,
     pub writes: Family<OutcomeLabels, Counter>,
@@ -78,6 +102,33 @@ impl Metrics {
         let reports_unreadable = Counter::default();
         let catch_ups = Family::<OutcomeLabels, Counter>::default();
         let relists = Family::<WatchLabels, Counter>::default();
+        let workload_restarts = Family::<WorkloadLabels, Counter>::default();
+        let workload_backoff_step = Family::<WorkloadLabels, Gauge>::default();
+        // Applied minus announced back-off: the pod worker requeues 10-15 s after a back-off
+        // ends (v1.34), plus 1 s truncation; a negative lag is a clock or resolution artefact.
+        let workload_sync_lag: Family<WorkloadLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(|| Histogram::new([-1.0, 0.0, 1.0, 2.0, 4.0, 8.0, 12.0, 16.0, 20.0, 30.0, 60.0]));
+        let workload_terminations = Family::<TerminationLabels, Counter>::default();
+        registry.register(
+            "workload_restarts",
+            "Container restarts seen live, by workload (the top of the pod's owner chain) and container",
+            workload_restarts.clone(),
+        );
+        registry.register(
+            "workload_backoff_step",
+            "The back-off step of the latest restart seen, by workload and container (1: immediate)",
+            workload_backoff_step.clone(),
+        );
+        registry.register(
+            "workload_kubelet_sync_lag_seconds",
+            "Applied minus announced CrashLoopBackOff delay per restart, by workload and container",
+            workload_sync_lag.clone(),
+        );
+        registry.register(
+            "workload_terminations",
+            "Container terminations seen live, by workload, container and reason (Error, Completed, OOMKilled, ...)",
+            workload_terminations.clone(),
+        );
         registry.register(
             "transitions",
             "Transitions recorded into reports, by kind and whether seen live or rebuilt",
@@ -115,6 +166,10 @@ impl Metrics {
         );
         registry.register("watch_relists", "Relists after the first list (a watch that expired with 410)", relists.clone());
         Metrics {
+            workload_restarts,
+            workload_backoff_step,
+            workload_sync_lag,
+            workload_terminations,
             registry,
             transitions,
             writes,

@@ -22,6 +22,7 @@ mod health;
 mod http;
 mod leader;
 mod metrics;
+mod owners;
 mod store;
 mod writer;
 

@@ -18,8 +18,10 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Event, Pod};
 
+use super::metrics::{TerminationLabels, WorkloadLabels};
 use super::{Metrics, OperatorConfig};
 use crate::crd::PodLifecycle;
+use crate::lifecycle::workload::Owners;
 use crate::lifecycle::{Change, EventSnapshot, PodHistory, PodSnapshot, Source};
 
 /// How a report write ended.
@@ -75,6 +77,8 @@ pub struct Tracked {
     pub dirty: bool,
     /// False until the report object exists (its spec is applied once, then only status).
     pub report_exists: bool,
+    /// The report's labels name the pod's workload (applied once its owner chain is complete).
+    labelled: bool,
     /// The pod no longer exists (a delete was seen, or a relist of its scope lacked it).
     pub gone: bool,
     /// Taken by a write window whose outcome is not known yet.
@@ -87,7 +91,10 @@ pub struct Tracked {
 
 impl Tracked {
     fn new(namespace: String, history: PodHistory, report_exists: bool) -> Self {
+        // A stored report with a complete chain got its labels in the same write.
+        let labelled = report_exists && history.owners.as_ref().is_some_and(|o| o.complete);
         Tracked {
+            labelled,
             namespace,
             history,
             dirty: !report_exists,
@@ -149,6 +156,8 @@ pub struct DirtyReport {
     pub uid: String,
     pub namespace: String,
     pub report_exists: bool,
+    /// The report already carries its workload's labels.
+    pub labelled: bool,
     pub history: PodHistory,
 }
 
@@ -178,12 +187,31 @@ fn change_label(c: Change) -> &'static str {
         Change::Restart => "restart",
         Change::Event => "event",
         Change::EventCount => "event_count",
+        Change::Owner => "owner",
     }
 }
 
 /// The measured restarts of a history (restart number and start), to see which a status measured.
 fn measured(h: &PodHistory) -> Vec<(i32, Option<Timestamp>)> {
     h.containers.iter().flat_map(|c| &c.restarts).filter(|r| r.measured_seconds.is_some()).map(|r| (r.number, r.started_at)).collect()
+}
+
+/// Per container: the newest termination's run, the newest restart's number and the restart count.
+fn latest_runs(h: &PodHistory) -> Vec<(String, i32, i32, i32)> {
+    h.containers
+        .iter()
+        .map(|c| (c.name.clone(), c.terminations.back().map_or(-1, |t| t.run), c.restarts.back().map_or(0, |r| r.number), c.restart_count))
+        .collect()
+}
+
+fn workload_labels(namespace: &str, h: &PodHistory, container: &str) -> WorkloadLabels {
+    let workload = h.owners.as_ref().and_then(|o| o.workload());
+    WorkloadLabels {
+        namespace: namespace.to_string(),
+        workload_kind: workload.map_or_else(|| "none".to_string(), |w| w.kind.clone()),
+        workload: workload.map_or_else(String::new, |w| w.name.clone()),
+        container: container.to_string(),
+    }
 }
 
 /// Rough in-memory size of an event snapshot, for the pending bound.
@@ -278,19 +306,33 @@ impl Store {
             }
         });
         let measured_before = measured(&tracked.history);
+        let latest_before = latest_runs(&tracked.history);
         let changes = tracked.history.observe(snap, now, source, &self.config.profile);
         for c in &changes {
             self.metrics.transition(change_label(*c), source);
         }
         // Every restart once, when its delay becomes known (often a status after the restart).
         if measured(&tracked.history) != measured_before {
-            for r in tracked.history.containers.iter().flat_map(|c| &c.restarts) {
-                if let Some(m) = r.measured_seconds
-                    && !measured_before.contains(&(r.number, r.started_at))
-                {
-                    self.metrics.restart_delay.observe(m);
+            for c in &tracked.history.containers {
+                for r in &c.restarts {
+                    if let Some(m) = r.measured_seconds
+                        && !measured_before.contains(&(r.number, r.started_at))
+                    {
+                        self.metrics.restart_delay.observe(m);
+                        if let (Source::Live, Some(announced)) = (source, r.announced_seconds) {
+                            self.metrics
+                                .workload_sync_lag
+                                .get_or_create(&workload_labels(&tracked.namespace, &tracked.history, &c.name))
+                                .observe(m - announced);
+                        }
+                    }
                 }
             }
+        }
+        // Per workload only what is seen live: a rebuilt history (a restarted operator's first
+        // list) would count again what the previous one counted.
+        if source == Source::Live && !changes.is_empty() {
+            self.count_workload_news(&tracked.namespace, &tracked.history, &latest_before);
         }
         if deleted && !tracked.gone {
             tracked.gone = true;
@@ -311,6 +353,31 @@ impl Store {
             }
         }
         self.metrics.pending_events.set(i64::try_from(inner.pending_bytes).unwrap_or(i64::MAX));
+    }
+
+    /// Counts the restarts and terminations that are new since `before` (see [`latest_runs`]).
+    fn count_workload_news(&self, namespace: &str, h: &PodHistory, before: &[(String, i32, i32, i32)]) {
+        for c in &h.containers {
+            let (last_run, last_restart, count_before) = before.iter().find(|b| b.0 == c.name).map_or((-1, 0, 0), |b| (b.1, b.2, b.3));
+            let labels = workload_labels(namespace, h, &c.name);
+            for t in c.terminations.iter().filter(|t| t.run > last_run) {
+                let reason = t.termination.reason.clone().unwrap_or_else(|| "unknown".into());
+                let WorkloadLabels { namespace, workload_kind, workload, container } = labels.clone();
+                self.metrics
+                    .workload_terminations
+                    .get_or_create(&TerminationLabels { namespace, workload_kind, workload, container, reason })
+                    .inc();
+            }
+            // By the restart count: restarts between two observations count too.
+            if let Ok(new) = u64::try_from(c.restart_count - count_before)
+                && new > 0
+            {
+                self.metrics.workload_restarts.get_or_create(&labels).inc_by(new);
+            }
+            if let Some(r) = c.restarts.back().filter(|r| r.number > last_restart) {
+                self.metrics.workload_backoff_step.get_or_create(&labels).set(i64::from(r.backoff_step));
+            }
+        }
     }
 
     fn fold_event(&self, tracked: &mut Tracked, e: &EventSnapshot) {
@@ -437,6 +504,7 @@ impl Store {
                 uid: uid.clone(),
                 namespace: t.namespace.clone(),
                 report_exists: t.report_exists,
+                labelled: t.labelled,
                 history: t.history.clone(),
             });
         }
@@ -504,6 +572,22 @@ impl Store {
         t.dirty = true;
         t.failed_writes = t.failed_writes.saturating_add(1);
         t.retry_at = Some(now + retry_delay(t.failed_writes, cap));
+    }
+
+    /// Records an owner chain the writer completed by lookups.
+    pub fn set_owners(&self, uid: &str, owners: &Owners) {
+        if let Some(t) = self.lock().pods.get_mut(uid)
+            && t.history.owners.as_ref().is_none_or(|o| !o.complete)
+        {
+            t.history.set_owners(owners.clone());
+        }
+    }
+
+    /// The report of pod `uid` now carries its workload's labels.
+    pub fn labelled(&self, uid: &str) {
+        if let Some(t) = self.lock().pods.get_mut(uid) {
+            t.labelled = true;
+        }
     }
 
     /// Where the report of pod `uid` stands: experiments judge a pod on its report once all
@@ -575,6 +659,72 @@ mod tests {
 
     fn store() -> Store {
         Store::new(OperatorConfig::default(), Arc::new(Metrics::new()))
+    }
+
+    /// A StatefulSet's pod whose container ran `restarts` times, the last run ended `reason`.
+    fn owned_pod(restarts: i32, reason: &str, version: u64) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "db-0", "namespace": "n", "uid": "u", "resourceVersion": version.to_string(),
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "db", "uid": "s", "controller": true}]},
+            "status": {"phase": "Running", "containerStatuses": [{"name": "app", "image": "i", "imageID": "", "ready": false,
+                "restartCount": restarts,
+                "state": {"running": {"startedAt": format!("2026-12-02T10:00:{:02}Z", restarts * 10)}},
+                "lastState": if restarts > 0 { serde_json::json!({"terminated": {"exitCode": 137, "reason": reason,
+                    "startedAt": format!("2026-12-02T10:00:{:02}Z", restarts * 10 - 10), "finishedAt": format!("2026-12-02T10:00:{:02}Z", restarts * 10 - 1)}}) } else { serde_json::json!({}) }
+            }]}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn restarts_and_terminations_are_counted_per_workload_once_and_only_live() {
+        // Defects caught: counting a rebuilt history again after a restart of the operator;
+        // counting a replayed status twice; labelling by pod (unbounded) instead of workload.
+        let s = store();
+        s.observe_pod(&owned_pod(0, "", 1), Source::Live, false);
+        s.observe_pod(&owned_pod(1, "OOMKilled", 2), Source::Live, false);
+        s.observe_pod(&owned_pod(1, "OOMKilled", 2), Source::Live, false);
+        s.observe_pod(&owned_pod(3, "Error", 3), Source::Live, false);
+        let text = s.metrics.encode();
+        let labels = r#"namespace="n",workload_kind="StatefulSet",workload="db",container="app""#;
+        assert!(text.contains(&format!("podlife_workload_restarts_total{{{labels}}} 3")), "{text}");
+        assert!(text.contains(&format!(r#"podlife_workload_terminations_total{{{labels},reason="OOMKilled"}} 1"#)), "{text}");
+        assert!(text.contains(&format!(r#"podlife_workload_terminations_total{{{labels},reason="Error"}} 1"#)), "{text}");
+        assert!(!text.contains("db-0"), "no per-pod label");
+        let rebuilt = store();
+        rebuilt.observe_pod(&owned_pod(3, "Error", 3), Source::Rebuilt, false);
+        assert!(!rebuilt.metrics.encode().contains("podlife_workload_restarts_total{"), "a rebuilt history counts nothing");
+    }
+
+    #[test]
+    fn labels_are_due_once_the_chain_is_complete() {
+        let s = store();
+        let mut rs = owned_pod(0, "", 1);
+        rs.metadata.owner_references.as_mut().unwrap()[0] = serde_json::from_value(
+            serde_json::json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-7d", "uid": "r", "controller": true}),
+        )
+        .unwrap();
+        s.observe_pod(&rs, Source::Live, false);
+        let batch = s.take_dirty(Instant::now());
+        let owners = batch.reports[0].history.owners.clone().unwrap();
+        assert_eq!(owners.needs_lookup().map(|l| l.name.as_str()), Some("web-7d"));
+        assert_eq!(batch.reports[0].history.summary.owner.as_deref(), Some("ReplicaSet/web-7d"), "the owner known so far");
+        let mut complete = owners;
+        complete.extend(crate::lifecycle::workload::Parent::Owner(crate::lifecycle::workload::OwnerLink {
+            kind: "Deployment".into(),
+            name: "web".into(),
+            uid: "d".into(),
+            api_version: "apps/v1".into(),
+        }));
+        s.set_owners("u", &complete);
+        s.written("u", WriteOutcome::Written, Instant::now());
+        let state = s.lock().pods["u"].history.summary.owner.clone();
+        assert_eq!(state.as_deref(), Some("Deployment/web"));
+        assert!(!s.lock().pods["u"].labelled, "labelled only when the writer says the labels went out");
+        s.labelled("u");
+        // A report read back after a restart with a complete chain needs no second label write.
+        let stored = s.lock().pods["u"].history.clone();
+        assert!(Tracked::new("n".into(), stored, true).labelled);
     }
 
     #[test]

@@ -15,8 +15,10 @@ use serde_json::json;
 use std::sync::Arc;
 
 use super::leader::Fence;
+use super::owners::OwnerLookup;
 use super::store::{DirtyReport, Store, WriteOutcome};
 use crate::crd::PodLifecycle;
+use crate::lifecycle::workload::label_value;
 
 const FIELD_MANAGER: &str = "podlife-operator";
 
@@ -26,6 +28,7 @@ pub struct Writer {
     fence: Option<Arc<Fence>>,
     timeout: Duration,
     fenced_logged: bool,
+    owners: OwnerLookup,
 }
 
 /// Why a write did not happen.
@@ -37,7 +40,8 @@ enum WriteError {
 
 impl Writer {
     pub fn new(client: Client, store: Arc<Store>, fence: Option<Arc<Fence>>, timeout: Duration) -> Self {
-        Writer { client, store, fence, timeout, fenced_logged: false }
+        let owners = OwnerLookup::new(client.clone(), timeout);
+        Writer { client, store, fence, timeout, fenced_logged: false, owners }
     }
 
     fn may_write(&mut self) -> bool {
@@ -56,6 +60,7 @@ impl Writer {
             return;
         }
         let mut batch = self.store.take_dirty(Instant::now());
+        self.owners.complete(&mut batch.reports, &self.store).await;
         let mut reports = std::mem::take(&mut batch.reports).into_iter();
         let mut all_written = true;
         while let Some(report) = reports.next() {
@@ -78,7 +83,12 @@ impl Writer {
                 Err(_) => WriteOutcome::Unreachable,
             };
             match (&result, outcome) {
-                (Ok(()), _) => self.store.metrics.write("ok"),
+                (Ok(()), _) => {
+                    self.store.metrics.write("ok");
+                    if labels_due(&report) {
+                        self.store.labelled(&report.uid);
+                    }
+                }
                 (Err(e), WriteOutcome::Unreachable) => {
                     self.store.metrics.write("unreachable");
                     tracing::warn!(pod = %report.history.pod, namespace = %report.namespace, error = ?e, "apiserver unreachable; retrying soon");
@@ -125,7 +135,7 @@ impl Writer {
 #[tracing::instrument(skip(client, report), fields(pod = %report.history.pod, namespace = %report.namespace))]
 async fn write_one(client: &Client, report: &DirtyReport) -> Result<(), kube::Error> {
     let api: Api<PodLifecycle> = Api::namespaced(client.clone(), &report.namespace);
-    match apply(&api, report, !report.report_exists).await {
+    match apply(&api, report, !report.report_exists || labels_due(report)).await {
         // Server-side apply must read the stored object; one written under a schema this
         // version cannot read (500 "failed to create typed live object") can only be replaced.
         Err(kube::Error::Api(e)) if e.code == 500 && e.message.contains("typed live object") => {
@@ -147,7 +157,7 @@ async fn apply(api: &Api<PodLifecycle>, report: &DirtyReport, with_spec: bool) -
     if with_spec {
         let object = json!({
             "apiVersion": "podlife.io/v1alpha1", "kind": "PodLifecycle",
-            "metadata": {"name": uid, "labels": {"podlife.io/pod-name": label_value(&report.history.pod)}},
+            "metadata": {"name": uid, "labels": labels(report)},
             "spec": {"podName": report.history.pod, "podUid": uid},
         });
         api.patch(uid, &pp, &Patch::Apply(object)).await?;
@@ -157,8 +167,13 @@ async fn apply(api: &Api<PodLifecycle>, report: &DirtyReport, with_spec: bool) -
     Ok(())
 }
 
-/// Label values are at most 63 characters.
-fn label_value(name: &str) -> String {
-    let v: String = name.chars().take(63).collect();
-    v.trim_end_matches(['-', '.', '_']).to_string()
+/// The report's workload labels are complete and not yet on the object.
+fn labels_due(report: &DirtyReport) -> bool {
+    !report.labelled && report.history.owners.as_ref().is_some_and(|o| o.complete)
+}
+
+fn labels(report: &DirtyReport) -> std::collections::BTreeMap<String, String> {
+    let mut labels = report.history.owners.as_ref().map(crate::lifecycle::workload::Owners::labels).unwrap_or_default();
+    labels.insert("podlife.io/pod-name".into(), label_value(&report.history.pod));
+    labels
 }

@@ -288,11 +288,18 @@ async fn the_charts_rbac_is_the_documented_minimum() {
         const READ: &[&str] = &["get", "list", "watch"];
         const OWN: &[&str] = &["get", "list", "watch", "create", "update", "patch", "delete"];
         // The minimum documented in the README ("What the operator may do").
-        let observe =
-            pairs(&[("pods", READ), ("events", READ), ("*.podlife.io", OWN), ("leases.coordination.k8s.io", &["get", "create", "update"])]);
+        let observe = pairs(&[
+            ("pods", READ),
+            ("events", READ),
+            ("replicasets.apps", &["get"]),
+            ("jobs.batch", &["get"]),
+            ("*.podlife.io", OWN),
+            ("leases.coordination.k8s.io", &["get", "create", "update"]),
+        ]);
         let experiments = pairs(&[
             ("pods", &["get", "list", "watch", "create", "delete"]),
             ("events", READ),
+            ("replicasets.apps", &["get"]),
             ("*.podlife.io", OWN),
             ("pods/proxy", &["get", "create", "update", "delete"]),
             ("pods/exec", &["get", "create"]),
@@ -306,7 +313,16 @@ async fn the_charts_rbac_is_the_documented_minimum() {
 
         let cluster_wide = ChartRbac::apply(&ns, &version, "cw", &[]);
         assert_eq!(without(cluster_wide.grants(&ns.name)), observe, "observing cluster-wide");
-        assert_eq!(without(cluster_wide.grants("kube-system")), without(pairs(&[("pods", READ), ("events", READ), ("*.podlife.io", OWN)])));
+        assert_eq!(
+            without(cluster_wide.grants("kube-system")),
+            without(pairs(&[
+                ("pods", READ),
+                ("events", READ),
+                ("replicasets.apps", &["get"]),
+                ("jobs.batch", &["get"]),
+                ("*.podlife.io", OWN)
+            ]))
+        );
         drop(cluster_wide);
 
         let cluster_wide = ChartRbac::apply(&ns, &version, "cwx", &["experiments.enabled=true"]);
