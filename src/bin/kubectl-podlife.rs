@@ -5,7 +5,10 @@ use std::time::Duration;
 use clap::{CommandFactory, Parser, Subcommand};
 use clap_complete::engine::ArgValueCompleter;
 use podlife::cli::connect::ConnectArgs;
-use podlife::cli::{Created, Format, Outcome, RunFormat, RunOptions, complete, doctor, list, load_experiments, report, run, show, suite};
+use podlife::cli::{
+    Created, Format, Outcome, RunFormat, RunOptions, Subject, complete, doctor, explain, list, load_experiments, report, report_workload,
+    run, show, suite,
+};
 
 /// What podlife recorded about your pods, and experiments that prove what the kubelet does.
 ///
@@ -94,16 +97,39 @@ enum Command {
         results: Results,
     },
     /// A pod's timeline: phases, conditions, container states, restarts with measured vs
-    /// expected back-off, probe kills and events.
+    /// expected back-off, probe kills and events. For a workload (deployment/NAME,
+    /// statefulset/, daemonset/, job/, cronjob/, replicaset/) or a label selector (-l): every
+    /// pod it had, live and deleted, one row each on one time axis, with replacements,
+    /// restarts and back-off marked, and restarts, un-Ready time and the longest back-off per pod.
+    #[command(group = clap::ArgGroup::new("what").required(true).args(["pod", "selector"]))]
     Report {
-        /// The pod's name.
-        #[arg(add = ArgValueCompleter::new(complete::report_pods))]
-        pod: String,
+        /// POD, or KIND/NAME of a workload.
+        #[arg(value_name = "POD|KIND/NAME", add = ArgValueCompleter::new(complete::report_pods))]
+        pod: Option<String>,
+        /// The reports matching this label selector, as one workload view (e.g.
+        /// podlife.io/workload=web; reports carry podlife.io/workload, podlife.io/workload-kind,
+        /// podlife.io/workload-uid and podlife.io/pod-name).
+        #[arg(short = 'l', long, conflicts_with = "pod")]
+        selector: Option<String>,
+        /// Only pods alive at some point in this last stretch (e.g. 30m, 12h) — workloads only.
+        #[arg(long, value_parser = duration)]
+        since: Option<Duration>,
         #[arg(short, long, value_enum, default_value_t = Format::Human)]
         output: Format,
         /// Width of the terminal timeline.
         #[arg(long, default_value_t = 100)]
         width: usize,
+    },
+    /// Why a pod is where it is: the causal chain of its current state and of its last three
+    /// runs (probe failures, the kill, SIGTERM or SIGKILL, the exit, the back-off step of the
+    /// restart), in plain sentences, then what is unusual (OOM kills, a startup probe that never
+    /// passed, a changed exit code, a reset back-off, restarts off the curve).
+    Explain {
+        /// The pod's name.
+        #[arg(add = ArgValueCompleter::new(complete::report_pods))]
+        pod: String,
+        #[arg(short, long, default_value = "human", value_parser = ["human", "json"])]
+        output: String,
     },
     /// The verdicts and timeline of an experiment that ran (or runs).
     Show {
@@ -176,6 +202,13 @@ async fn run_cli(cli: Cli) -> ExitCode {
         eprintln!("kubectl-podlife: {e}");
         return ExitCode::from(2);
     }
+    // Bad input is told before any cluster is asked.
+    if let Command::Report { pod: Some(given), selector: None, .. } = &cli.command
+        && let Err(e) = Subject::parse(given)
+    {
+        eprintln!("kubectl-podlife: {e}");
+        return ExitCode::from(2);
+    }
     let connection = match cli.connect.connect().await {
         Ok(c) => c,
         Err(e) => {
@@ -188,7 +221,19 @@ async fn run_cli(cli: Cli) -> ExitCode {
     let work = async {
         let out = &mut std::io::stdout().lock();
         match cli.command {
-            Command::Report { pod, output, width } => report(&client, &namespace, &pod, output, width, out).await.map(|()| Outcome::Passed),
+            Command::Report { pod, selector, since, output, width } => {
+                let subject = match (pod, selector) {
+                    (_, Some(selector)) => Subject::Selector(selector),
+                    (Some(pod), None) => Subject::parse(&pod)?,
+                    (None, None) => unreachable!("clap requires one"),
+                };
+                match subject {
+                    Subject::Pod(pod) => report(&client, &namespace, &pod, output, width, out).await,
+                    workload => report_workload(&client, &namespace, &workload, since, output, width, out).await,
+                }
+                .map(|()| Outcome::Passed)
+            }
+            Command::Explain { pod, output } => explain(&client, &namespace, &pod, output == "json", out).await.map(|()| Outcome::Passed),
             Command::Show { experiment, width } => show(&client, &namespace, &experiment, width, out).await,
             Command::List { all_namespaces, output } => {
                 let rows = list::rows(&client, (!all_namespaces).then_some(namespace.as_str())).await?;
@@ -232,6 +277,10 @@ async fn run_cli(cli: Cli) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    podlife::target::script::parse_duration(s).ok_or_else(|| format!("'{s}' is not a duration like 30m or 12h"))
 }
 
 /// SIGINT (Ctrl-C) or SIGTERM (a CI job's timeout, say): whichever comes first.

@@ -12,7 +12,7 @@ mod report;
 mod run;
 
 pub use crate::harness::conformance::CONFORMANCE;
-pub use report::{Format, find_report, report};
+pub use report::{Format, Subject, explain, find_report, report, report_workload};
 pub use run::{Created, Outcome, RunFormat, RunOptions, experiment_timeline, load_experiments, run, show, suite, write_html};
 
 use std::time::Duration;
@@ -24,6 +24,13 @@ pub enum Error {
         "no PodLifecycle report for pod {pod} in namespace {namespace}; is the pod tracked (label podlife.io/track=true) and the operator running?"
     )]
     NoReport { pod: String, namespace: String },
+    #[error(
+        "no PodLifecycle report of {workload} in namespace {namespace}{}; reports carry their owner once the operator has seen the pod (podlife 0.x reports of older operators do not)",
+        if *selector { "" } else { " (by label podlife.io/workload-kind and podlife.io/workload)" }
+    )]
+    NoWorkloadReports { workload: String, namespace: String, selector: bool },
+    #[error("{given:?} is not POD, KIND/NAME or a kind podlife knows: {}", crate::lifecycle::workload::KINDS.join(", "))]
+    BadSubject { given: String },
     #[error("kubernetes API")]
     Kube(#[from] kube::Error),
     #[error("writing output")]

@@ -8,3 +8,4 @@ pub mod pod;
 pub mod render;
 pub mod timeline;
 pub mod verdict;
+pub mod workload;

@@ -7,3 +7,4 @@ mod security;
 mod smoke;
 mod support;
 mod target;
+mod workload;
