@@ -515,6 +515,14 @@ pub async fn experiment_timeline(client: &Client, e: &crate::crd::ProbeExperimen
     let ns = e.namespace().unwrap_or_default();
     let end = s.finished_at.unwrap_or_else(jiff::Timestamp::now);
     let marks = s.evidence.as_ref().map(crate::harness::evidence::timeline_marks).unwrap_or_default();
+    // A Deployment's pods on one axis, as judged.
+    if let Some(ev) = s.evidence.as_ref()
+        && let Some(d) = &ev.deployment
+        && !ev.pods.is_empty()
+    {
+        let title = s.deployment_name.clone().unwrap_or_else(|| e.name_any());
+        return Some(crate::harness::rollout::timeline(&format!("Deployment/{title}"), &ev.pods, d, end));
+    }
     // The report as it was judged; else (too large to keep, or still running) the live one.
     if let Some(judged) = s.evidence.as_ref().and_then(|ev| ev.pods.first()) {
         return Some(Timeline::from_history(judged, end).with_target_marks(&marks));

@@ -24,7 +24,12 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
-#[schemars(extend("x-kubernetes-validations" = [{"rule": "!has(self.job) || !has(self.actions) || size(self.actions) == 0", "message": "actions act on one pod; an experiment with a job takes none"}]))]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "!has(self.job) || !has(self.actions) || size(self.actions) == 0", "message": "actions act on one pod; an experiment with a job takes none"},
+    {"rule": "!has(self.job) || !has(self.deployment)", "message": "an experiment runs a pod, a job or a deployment, not both"},
+    {"rule": "!has(self.deployment) || !has(self.actions) || self.actions.all(a, has(a.rollout) || has(a.scale))", "message": "a deployment experiment's actions are rollout or scale"},
+    {"rule": "has(self.deployment) || !has(self.actions) || self.actions.all(a, !has(a.rollout) && !has(a.scale))", "message": "rollout and scale need spec.deployment"}
+]))]
 pub struct ProbeExperimentSpec {
     /// The pod to run. A container without an image runs podlife-target.
     pub pod: PodSpec,
@@ -46,6 +51,40 @@ pub struct ProbeExperimentSpec {
     /// checked on every pod the Job created; `job` expectations check the Job as a whole.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<JobSettings>,
+    /// Run the pod as a Deployment's template, with a ClusterIP Service in front of it. Actions
+    /// are then `rollout` and `scale`; pod-level expectations are checked on every pod the
+    /// Deployment had; `maxUnready`, `rolloutSeconds` and `endpointRemovedBeforeSigterm` check
+    /// the workload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<DeploymentSettings>,
+}
+
+/// The apps/v1 Deployment (and Service) of an experiment that runs one.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentSettings {
+    #[schemars(range(min = 1, max = 10))]
+    pub replicas: i32,
+    /// The RollingUpdate strategy's maxSurge (default 1).
+    #[serde(default = "one")]
+    #[schemars(range(min = 0, max = 10))]
+    pub max_surge: i32,
+    /// The RollingUpdate strategy's maxUnavailable (default 0).
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 10))]
+    pub max_unavailable: i32,
+    /// The pods' port the Service sends to (podlife-target's probe port is 8080).
+    #[serde(default = "default_service_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+}
+
+fn one() -> i32 {
+    1
+}
+
+fn default_service_port() -> i32 {
+    8080
 }
 
 /// Reads a ProbeExperiment from one YAML document as users write it. Expectations are one-key
@@ -96,7 +135,7 @@ fn default_timeout() -> u32 {
 /// the pod first turns True (e.g. `Ready`), plus an optional delay.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-#[schemars(extend("x-kubernetes-validations" = [{"rule": "has(self.atSeconds) != has(self.when)", "message": "an action needs exactly one of atSeconds or when"}, {"rule": "(has(self.call) ? 1 : 0) + (has(self.delete) ? 1 : 0) + (has(self.exec) ? 1 : 0) == 1", "message": "an action does exactly one thing: call, delete or exec"}]))]
+#[schemars(extend("x-kubernetes-validations" = [{"rule": "has(self.atSeconds) != has(self.when)", "message": "an action needs exactly one of atSeconds or when"}, {"rule": "(has(self.call) ? 1 : 0) + (has(self.delete) ? 1 : 0) + (has(self.exec) ? 1 : 0) + (has(self.rollout) ? 1 : 0) + (has(self.scale) ? 1 : 0) == 1", "message": "an action does exactly one thing: call, delete, exec, rollout or scale"}]))]
 pub struct Action {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -116,6 +155,31 @@ pub struct Action {
     /// output are recorded in `status.actionsDone`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exec: Option<ExecCommand>,
+    /// Roll the Deployment out: new arguments for a container, so a new ReplicaSet replaces
+    /// the pods (with `spec.deployment`; `when: Ready` means every replica Ready).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<Rollout>,
+    /// Scale the Deployment (with `spec.deployment`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale: Option<Scale>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Rollout {
+    /// The container; the pod's first container if unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// Its new arguments.
+    #[schemars(length(max = 64))]
+    pub args: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Scale {
+    #[schemars(range(min = 0, max = 10))]
+    pub replicas: i32,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -200,6 +264,40 @@ pub enum Expectation {
     RestartsIncrease(CountRange),
     /// The Job as a whole (only with `spec.job`).
     Job(JobExpectation),
+    /// At most this many of the Deployment's replicas un-Ready at once (replicas wanted minus
+    /// pods Ready and not being deleted), from the moment all were first Ready to the end.
+    MaxUnready(u32),
+    /// Seconds from the rollout action to the Deployment's rollout being complete (every
+    /// replica updated, Ready and available; as the Deployment controller counts, old pods
+    /// still terminating are not replicas).
+    RolloutSeconds(RolloutSeconds),
+    /// Each pod that got SIGTERM left its Service's EndpointSlice (not ready, or gone) before
+    /// the SIGTERM, or at most `withinMs` after it: traffic was no longer sent its way when it
+    /// began to stop.
+    EndpointRemovedBeforeSigterm(EndpointTiming),
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutSeconds {
+    #[serde(default)]
+    pub min: f64,
+    pub max: f64,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointTiming {
+    /// How long after the SIGTERM the endpoint may still be ready (0: it must be gone first).
+    #[serde(default)]
+    pub within_ms: i64,
+    /// At least this many terminated pods must have been measured.
+    #[serde(default = "one_u32")]
+    pub min_pods: u32,
+}
+
+fn one_u32() -> u32 {
+    1
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -410,6 +508,9 @@ pub struct ExperimentStatus {
     /// The Job the experiment created (with `spec.job`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_name: Option<String>,
+    /// The Deployment (and Service) the experiment created (with `spec.deployment`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment_name: Option<String>,
     /// The PodLifecycle report of the experiment's pod (named after its UID).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report: Option<String>,
@@ -454,6 +555,44 @@ pub struct Evidence {
     /// The Job's final status, for experiments that run a Job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<JobObserved>,
+    /// What the Deployment and its Service's EndpointSlices did, for experiments that run one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<DeploymentObserved>,
+}
+
+/// A Deployment experiment's observations besides its pods' reports.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentObserved {
+    /// The replicas wanted, from the start and after each scale action.
+    pub replicas: Vec<ReplicasAt>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout_started_at: Option<jiff::Timestamp>,
+    /// When the Deployment's status first showed the rollout complete after it started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout_complete_at: Option<jiff::Timestamp>,
+    /// Each pod's endpoint in the Service's EndpointSlices, as the operator's watch saw it change.
+    #[serde(default)]
+    pub endpoints: Vec<EndpointChange>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicasAt {
+    pub at: jiff::Timestamp,
+    pub replicas: i32,
+}
+
+/// One pod's endpoint as it changed: `present: false` when it left every slice.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointChange {
+    pub at: jiff::Timestamp,
+    pub pod: String,
+    pub uid: String,
+    pub present: bool,
+    pub ready: bool,
+    pub terminating: bool,
 }
 
 impl Evidence {

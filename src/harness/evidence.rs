@@ -164,7 +164,17 @@ mod tests {
     }
 
     fn action(at: Option<f64>, when: Option<&str>, delay: Option<f64>) -> Action {
-        Action { name: "a".into(), at_seconds: at, when: when.map(Into::into), delay_seconds: delay, call: None, delete: None, exec: None }
+        Action {
+            name: "a".into(),
+            at_seconds: at,
+            when: when.map(Into::into),
+            delay_seconds: delay,
+            call: None,
+            delete: None,
+            exec: None,
+            rollout: None,
+            scale: None,
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod evidence;
 pub mod mutation;
 pub mod pod;
 pub mod render;
+pub mod rollout;
 pub mod timeline;
 pub mod verdict;
 pub mod workload;

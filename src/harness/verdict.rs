@@ -34,6 +34,9 @@ pub fn evaluate(expectations: &[Expectation], pods: &[PodHistory], evidence: &Ev
         .iter()
         .map(|e| match e {
             Expectation::Job(j) => evaluate_job(j, pods, evidence.job.as_ref()),
+            Expectation::MaxUnready(max) => super::rollout::max_unready(*max, pods, evidence.deployment.as_ref()),
+            Expectation::RolloutSeconds(r) => super::rollout::rollout_seconds(r, evidence.deployment.as_ref()),
+            Expectation::EndpointRemovedBeforeSigterm(t) => super::rollout::endpoint_before_sigterm(t, pods, evidence.deployment.as_ref()),
             _ => evaluate_on_every_pod(e, pods, evidence),
         })
         .collect()
@@ -129,7 +132,7 @@ fn is_subsequence(wanted: &[String], seen: &[String]) -> bool {
     wanted.iter().all(|w| rest.any(|s| s == w))
 }
 
-fn verdict(name: String, passed: bool, expected: String, observed: String) -> Verdict {
+pub(super) fn verdict(name: String, passed: bool, expected: String, observed: String) -> Verdict {
     Verdict { name, passed, expected, observed }
 }
 
@@ -275,7 +278,12 @@ fn evaluate_one(e: &Expectation, h: &PodHistory, evidence: &Evidence) -> Verdict
             verdict(format!("{} probe hits", p.probe), ok, expected, total.map_or("target not reachable".into(), |n| n.to_string()))
         }
         // Judged on the Job as a whole by `evaluate`, never per pod.
-        Expectation::Job(_) => verdict("job".into(), false, "the Job as a whole".into(), "not a pod-level expectation".into()),
+        Expectation::Job(_)
+        | Expectation::MaxUnready(_)
+        | Expectation::RolloutSeconds(_)
+        | Expectation::EndpointRemovedBeforeSigterm(_) => {
+            verdict("workload".into(), false, "the workload as a whole".into(), "not a pod-level expectation".into())
+        }
     }
 }
 

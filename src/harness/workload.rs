@@ -152,6 +152,9 @@ pub fn timeline(view: &WorkloadView, histories: &[PodHistory], now: Timestamp) -
     let end = histories.iter().map(|h| h.deleted_at.unwrap_or(now)).max().unwrap_or(now);
     let span = end.duration_since(origin).as_secs_f64().max(1.0);
     let secs = |t: Timestamp| t.duration_since(origin).as_secs_f64();
+    // Rows are named by what tells the pods apart: "7d4f8-x2x9q" for "web-7d4f8-x2x9q".
+    let prefix = common_dash_prefix(view.rows.iter().map(|r| r.pod.as_str()));
+    let short = |pod: &str| pod.get(prefix..).filter(|s| !s.is_empty()).unwrap_or(pod).to_string();
     let mut lanes = Vec::new();
     let mut markers = Vec::new();
     for row in &view.rows {
@@ -194,12 +197,13 @@ pub fn timeline(view: &WorkloadView, histories: &[PodHistory], now: Timestamp) -
                 tone: *tone,
             })
             .collect();
-        lanes.push(Lane { name: row.pod.clone(), segments, ticks: Vec::new() });
+        let lane = short(&row.pod);
+        lanes.push(Lane { name: lane.clone(), segments, ticks: Vec::new() });
         if let Some(old) = &row.replaces {
             markers.push(Marker {
                 at: secs(start),
-                lane: row.pod.clone(),
-                text: format!("created, replacing {old}"),
+                lane: lane.clone(),
+                text: format!("created, replacing {}", short(old)),
                 short: Some("new".into()),
                 tone: Tone::Neutral,
             });
@@ -207,7 +211,7 @@ pub fn timeline(view: &WorkloadView, histories: &[PodHistory], now: Timestamp) -
         if let Some(at) = h.deleted_at {
             markers.push(Marker {
                 at: secs(at),
-                lane: row.pod.clone(),
+                lane: lane.clone(),
                 text: "deleted".into(),
                 short: Some("del".into()),
                 tone: Tone::Neutral,
@@ -219,7 +223,7 @@ pub fn timeline(view: &WorkloadView, histories: &[PodHistory], now: Timestamp) -
                 let waited = r.announced_seconds.or(r.measured_seconds).map_or_else(|| "?".into(), format_seconds);
                 markers.push(Marker {
                     at: secs(at),
-                    lane: row.pod.clone(),
+                    lane: lane.clone(),
                     text: format!("{} restart #{} after a back-off of {waited} (step {})", c.name, r.number, r.backoff_step),
                     short: Some(format!("#{}", r.number)),
                     tone: if r.fits_curve == Some(false) { Tone::Bad } else { Tone::Neutral },
@@ -229,6 +233,18 @@ pub fn timeline(view: &WorkloadView, histories: &[PodHistory], now: Timestamp) -
     }
     markers.sort_by(|a, b| a.at.total_cmp(&b.at));
     Timeline { title: view.workload.clone(), origin, span, lanes, markers }
+}
+
+/// The length of the longest prefix, ending with '-', that all of `names` share (0 for one name).
+#[must_use]
+pub fn common_dash_prefix<'a>(names: impl Iterator<Item = &'a str> + Clone) -> usize {
+    let mut all = names.clone();
+    let Some(first) = all.next() else { return 0 };
+    if names.count() < 2 {
+        return 0;
+    }
+    let shared = all.fold(first.len(), |n, name| first.bytes().zip(name.bytes()).take(n).take_while(|(a, b)| a == b).count());
+    first[..shared].rfind('-').map_or(0, |i| i + 1)
 }
 
 fn seconds_or_dash(s: Option<f64>) -> String {
@@ -331,7 +347,8 @@ mod tests {
         let labels: Vec<&str> = tl.lanes[0].segments.iter().map(|s| s.label.as_str()).collect();
         assert_eq!(labels, ["starting", "Ready", "not Ready"]);
         assert_eq!(tl.lanes[1].segments[0].start, 100.0, "one axis for all pods");
-        assert!(tl.markers.iter().any(|m| m.text == "created, replacing web-a"));
+        assert_eq!(tl.lanes.iter().map(|l| l.name.as_str()).collect::<Vec<_>>(), ["a", "b"], "named by what differs");
+        assert!(tl.markers.iter().any(|m| m.text == "created, replacing a"), "{:?}", tl.markers);
         assert!(v.render_table().contains("2 pods (1 live), 0 restarts, 1 replacements, 22s un-Ready"), "{}", v.render_table());
     }
 

@@ -109,7 +109,7 @@ impl JsonSchema for ContainerState {
 }
 
 /// One finished run of a container.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct Termination {
     pub exit_code: i32,

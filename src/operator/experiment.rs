@@ -12,17 +12,21 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jiff::Timestamp;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{AttachParams, DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 
+use super::deployment;
 use super::store::{ReportState, Store};
 use crate::crd::PodLifecycle;
-use crate::crd::experiment::{Evidence, ExperimentPhase, ExperimentStatus, JobObserved, ProbeExperiment, TargetRecord};
+use crate::crd::experiment::{
+    DeploymentObserved, Evidence, ExperimentPhase, ExperimentStatus, JobObserved, ProbeExperiment, ReplicasAt, TargetRecord,
+};
 use crate::harness::evidence::{due_actions, merge_read, ports_to_read};
 use crate::harness::pod as experiment_pod;
 use crate::harness::verdict::evaluate;
@@ -223,6 +227,10 @@ async fn run_one(client: Client, exp: ProbeExperiment, settings: ExperimentSetti
     };
     match created {
         Some(Created::Job { name, uid }) => drop(Api::<Job>::namespaced(client.clone(), &ns).delete(&name, &dp(&uid)).await),
+        Some(Created::Deployment { name, uid }) => {
+            drop(Api::<Deployment>::namespaced(client.clone(), &ns).delete(&name, &dp(&uid)).await);
+            drop(Api::<Service>::namespaced(client.clone(), &ns).delete(&name, &DeleteParams::default()).await);
+        }
         Some(Created::Pod { name, uid }) => drop(pods.delete(&name, &dp(&uid)).await),
         None => {}
     }
@@ -230,14 +238,26 @@ async fn run_one(client: Client, exp: ProbeExperiment, settings: ExperimentSetti
 
 /// What a run created, to delete when it ends.
 enum Created {
-    Pod { name: String, uid: String },
-    Job { name: String, uid: String },
+    Pod {
+        name: String,
+        uid: String,
+    },
+    Job {
+        name: String,
+        uid: String,
+    },
+    /// With its Service of the same name.
+    Deployment {
+        name: String,
+        uid: String,
+    },
 }
 
 /// What the experiment created: one pod, or a Job whose pods are all observed.
 enum Subject {
     Pod { name: String, uid: String },
     Job { name: String },
+    Deployment { name: String },
 }
 
 /// Deletes a leftover object of the same name (an earlier run of this experiment) and waits
@@ -271,6 +291,9 @@ async fn clear_leftover(client: &Client, exp: &ProbeExperiment) -> Result<(), St
     let name = experiment_pod::pod_name(&exp.name_any());
     if exp.spec.job.is_some() {
         delete_leftover(&Api::<Job>::namespaced(client.clone(), &ns), "job", &name, &exp.name_any()).await
+    } else if exp.spec.deployment.is_some() {
+        delete_leftover(&Api::<Deployment>::namespaced(client.clone(), &ns), "deployment", &name, &exp.name_any()).await?;
+        delete_leftover(&Api::<Service>::namespaced(client.clone(), &ns), "service", &name, &exp.name_any()).await
     } else {
         delete_leftover(&Api::<Pod>::namespaced(client.clone(), &ns), "pod", &name, &exp.name_any()).await
     }
@@ -279,6 +302,10 @@ async fn clear_leftover(client: &Client, exp: &ProbeExperiment) -> Result<(), St
 async fn create_subject(client: &Client, exp: &ProbeExperiment, pod: Pod) -> Result<(Subject, Created, Timestamp), String> {
     let ns = exp.namespace().unwrap_or_default();
     let name = experiment_pod::pod_name(&exp.name_any());
+    if let Some(settings) = &exp.spec.deployment {
+        let (name, uid, at) = deployment::create(client, exp, pod, settings).await?;
+        return Ok((Subject::Deployment { name: name.clone() }, Created::Deployment { name, uid }, at));
+    }
     let Some(settings) = &exp.spec.job else {
         let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
         let created = pods.create(&PostParams::default(), &pod).await.map_err(|e| format!("cannot create pod {name}: {e}"))?;
@@ -342,8 +369,20 @@ async fn observe(
             evidence.reports.push(uid.clone());
         }
         Subject::Job { name } => status.job_name = Some(name.clone()),
+        Subject::Deployment { name } => {
+            status.deployment_name = Some(name.clone());
+            let replicas = exp.spec.deployment.as_ref().map_or(1, |d| d.replicas);
+            evidence.deployment =
+                Some(DeploymentObserved { replicas: vec![ReplicasAt { at: created_at, replicas }], ..Default::default() });
+        }
     }
     write_status(client, exp, status).await;
+    let endpoints = match &subject {
+        Subject::Deployment { name } => Some(deployment::EndpointWatch::start(client, &ns, name)),
+        _ => None,
+    };
+    // When every replica of the Deployment was first Ready: `when: Ready` of its actions.
+    let mut all_ready_at: Option<Timestamp> = None;
 
     let end = Duration::from_secs(u64::from(exp.spec.duration_seconds));
     let mut pending: Vec<usize> = (0..exp.spec.actions.len()).collect();
@@ -369,6 +408,20 @@ async fn observe(
                 write_status(client, exp, status).await;
             }
         }
+        if let (Subject::Deployment { name }, Some(observed)) = (&subject, evidence.deployment.as_mut()) {
+            let since_created = |at: Timestamp| at.duration_since(created_at).as_secs_f64();
+            let due =
+                due_actions(&exp.spec.actions, &pending, elapsed, |c| (c == "Ready").then_some(all_ready_at.map(since_created)).flatten());
+            for &i in &due {
+                let action = &exp.spec.actions[i];
+                let result = deployment::perform(client, &ns, name, exp, action, observed).await;
+                status.actions_done.push(format!("{elapsed:.1}s {}: {result}", action.name));
+            }
+            pending.retain(|i| !due.contains(i));
+            if !due.is_empty() {
+                write_status(client, exp, status).await;
+            }
+        }
         // Once a second: read the target's record while the pod is still there, and the Job.
         if last_poll.elapsed() >= Duration::from_secs(1) {
             last_poll = std::time::Instant::now();
@@ -385,9 +438,15 @@ async fn observe(
                         }
                     }
                 }
+                Subject::Deployment { name } => {
+                    if let Some(observed) = evidence.deployment.as_mut() {
+                        deployment::poll(client, &ns, name, observed, &mut all_ready_at).await;
+                    }
+                    note_pods(&pods, &format!("podlife.io/experiment={}", exp.name_any()), &mut evidence.reports).await;
+                }
                 Subject::Job { name } => {
                     evidence.job = read_job(&jobs, name).await.or(evidence.job.take());
-                    note_job_pods(&pods, name, &mut evidence.reports).await;
+                    note_pods(&pods, &job_pods(name), &mut evidence.reports).await;
                     // A finished Job has nothing more to show: judge it now.
                     if evidence.job.as_ref().is_some_and(|j| j.true_conditions.iter().any(|c| c == "Complete" || c == "Failed")) {
                         break;
@@ -400,11 +459,16 @@ async fn observe(
         }
         tokio::time::sleep(TICK).await;
     }
-    if let Subject::Job { name } = &subject {
-        note_job_pods(&pods, name, &mut evidence.reports).await;
+    match &subject {
+        Subject::Job { name } => note_pods(&pods, &job_pods(name), &mut evidence.reports).await,
+        Subject::Deployment { .. } => note_pods(&pods, &format!("podlife.io/experiment={}", exp.name_any()), &mut evidence.reports).await,
+        Subject::Pod { .. } => {}
     }
     // Let the last status and events reach the recorder before its reports are read.
     tokio::time::sleep(Duration::from_secs(1)).await;
+    if let (Some(watch), Some(observed)) = (endpoints, evidence.deployment.as_mut()) {
+        observed.endpoints = watch.finish();
+    }
     evidence.pods = read_reports(client, store, &ns, &evidence.reports).await?;
     evidence.targets = records.into_values().collect();
     status.report = evidence.reports.first().cloned();
@@ -435,9 +499,13 @@ fn keep_within_size(evidence: &mut Evidence) {
     }
 }
 
-/// Adds the UIDs of the Job's pods not yet known, oldest first.
-async fn note_job_pods(pods: &Api<Pod>, job: &str, uids: &mut Vec<String>) {
-    let Ok(list) = pods.list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job}"))).await else { return };
+fn job_pods(job: &str) -> String {
+    format!("batch.kubernetes.io/job-name={job}")
+}
+
+/// Adds the UIDs of the pods matching `selector` not yet known, oldest first.
+async fn note_pods(pods: &Api<Pod>, selector: &str, uids: &mut Vec<String>) {
+    let Ok(list) = pods.list(&ListParams::default().labels(selector)).await else { return };
     let mut found: Vec<&Pod> = list.items.iter().collect();
     found.sort_by_key(|p| p.metadata.creation_timestamp.clone().map(|t| t.0));
     for uid in found.into_iter().filter_map(|p| p.uid()) {

@@ -17,6 +17,7 @@
 //! - A relist judges only its own scope (one namespace, or the cluster).
 //! - A deleted pod's report stays for the configured TTL after its stored `deletedAt`.
 
+mod deployment;
 mod experiment;
 mod health;
 mod http;

@@ -26,7 +26,7 @@ use crate::lock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use exec::{ExecRequest, exec_client};
-pub use process::SigtermMode;
+pub use process::{SigtermMode, sigterm_from_termination_message};
 use record::{Hit, HookKind, LifecycleEvent, ProbeKind, Record, Transport};
 use script::{Action, Cursor, Script};
 

@@ -54,6 +54,14 @@ fn write_termination_message(target: &Target, reason: &str) {
     }
 }
 
+/// When the target got SIGTERM, from a termination message it wrote ("SIGTERM at
+/// 2026-12-02T18:00:00.123Z; ...").
+#[must_use]
+pub fn sigterm_from_termination_message(message: &str) -> Option<jiff::Timestamp> {
+    let rest = &message[message.find("SIGTERM at ")? + "SIGTERM at ".len()..];
+    rest.split(';').next()?.trim().parse().ok()
+}
+
 /// The signals `/kill` accepts, by name or number.
 pub fn parse_signal(s: &str) -> Option<i32> {
     let name = s.trim_start_matches("SIG").to_ascii_uppercase();
@@ -123,13 +131,18 @@ pub fn spawn_signal_handler(target: Arc<Target>) {
             target.begin_termination();
             let mode = target.sigterm_mode();
             target.event("sigterm", format!("{name}; mode {mode:?}"));
+            // The signal's time goes into the termination message at once, so the pod's status
+            // carries it even when the target is SIGKILLed or read no more (see
+            // `sigterm_from_termination_message`).
+            let received = format!("{name} at {};", jiff::Timestamp::now());
+            write_termination_message(&target, &received);
             match mode {
-                SigtermMode::Exit => exit(&target, 0, &format!("{name}: exited at once")),
+                SigtermMode::Exit => exit(&target, 0, &format!("{received} exited at once")),
                 SigtermMode::Drain { drain_ms } => {
                     let t = Arc::clone(&target);
                     tokio::spawn(async move {
                         tokio::time::sleep(Duration::from_millis(drain_ms)).await;
-                        exit(&t, 0, &format!("{name}: drained for {drain_ms}ms, then exited"));
+                        exit(&t, 0, &format!("{received} drained for {drain_ms}ms, then exited"));
                     });
                 }
                 SigtermMode::Ignore => tracing::info!("ignoring {name}; the kubelet will have to SIGKILL"),

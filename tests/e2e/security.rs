@@ -305,6 +305,9 @@ async fn the_charts_rbac_is_the_documented_minimum() {
             ("pods/exec", &["get", "create"]),
             ("jobs.batch", &["get", "create", "delete"]),
             ("secrets", &["create"]),
+            ("deployments.apps", &["get", "create", "patch", "delete"]),
+            ("services", &["get", "create", "delete"]),
+            ("endpointslices.discovery.k8s.io", &["list", "watch"]),
             ("leases.coordination.k8s.io", &["get", "create", "update"]),
         ]);
         let elsewhere_read = pairs(&[("probeexperiments.podlife.io", READ), ("probeexperiments.podlife.io/status", &["patch"])]);
