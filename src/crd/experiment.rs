@@ -28,7 +28,11 @@ use serde::{Deserialize, Serialize};
     {"rule": "!has(self.job) || !has(self.actions) || size(self.actions) == 0", "message": "actions act on one pod; an experiment with a job takes none"},
     {"rule": "!has(self.job) || !has(self.deployment)", "message": "an experiment runs a pod, a job or a deployment, not both"},
     {"rule": "!has(self.deployment) || !has(self.actions) || self.actions.all(a, has(a.rollout) || has(a.scale))", "message": "a deployment experiment's actions are rollout or scale"},
-    {"rule": "has(self.deployment) || !has(self.actions) || self.actions.all(a, !has(a.rollout) && !has(a.scale))", "message": "rollout and scale need spec.deployment"}
+    {"rule": "has(self.deployment) || !has(self.actions) || self.actions.all(a, !has(a.rollout) && !has(a.scale))", "message": "rollout and scale need spec.deployment"},
+    {"rule": "!has(self.deployment) || !has(self.actions) || self.actions.all(a, !has(a.when) || a.when == 'Ready')", "message": "a deployment experiment's actions run atSeconds or when: Ready (every replica Ready)"},
+    {"rule": "has(self.deployment) || self.expectations.all(e, !has(e.maxUnready) && !has(e.rolloutSeconds) && !has(e.endpointRemovedBeforeSigterm))", "message": "maxUnready, rolloutSeconds and endpointRemovedBeforeSigterm need spec.deployment"},
+    {"rule": "!has(self.deployment) || self.deployment.maxSurge + self.deployment.maxUnavailable > 0", "message": "maxSurge and maxUnavailable cannot both be 0 (the Deployment could never roll out)"},
+    {"rule": "!has(self.deployment) || !has(self.pod.restartPolicy) || self.pod.restartPolicy == 'Always'", "message": "a Deployment's pods restart Always"}
 ]))]
 pub struct ProbeExperimentSpec {
     /// The pod to run. A container without an image runs podlife-target.
@@ -65,7 +69,7 @@ pub struct ProbeExperimentSpec {
 pub struct DeploymentSettings {
     #[schemars(range(min = 1, max = 10))]
     pub replicas: i32,
-    /// The RollingUpdate strategy's maxSurge (default 1).
+    /// The RollingUpdate strategy's maxSurge (default 1). With maxUnavailable, not both 0.
     #[serde(default = "one")]
     #[schemars(range(min = 0, max = 10))]
     pub max_surge: i32,

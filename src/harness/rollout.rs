@@ -46,6 +46,58 @@ pub fn endpoint_changes(
     out
 }
 
+/// A Service's EndpointSlices as a watch delivers them, folded into per-pod endpoint changes.
+/// A relist (`begin_relist`, `relisted`, `end_relist`) replaces every slice at once when it
+/// ends, so a slice deleted while the watch was down is dropped then, and a half-read list
+/// makes no changes.
+#[derive(Debug, Default)]
+pub struct SliceFold {
+    slices: std::collections::BTreeMap<String, Vec<(String, EndpointState)>>,
+    relisting: Option<std::collections::BTreeMap<String, Vec<(String, EndpointState)>>>,
+    known: std::collections::BTreeMap<String, EndpointState>,
+}
+
+impl SliceFold {
+    /// A slice was added or changed; its endpoints by pod UID.
+    pub fn applied(&mut self, slice: String, endpoints: Vec<(String, EndpointState)>, at: Timestamp) -> Vec<EndpointChange> {
+        self.slices.insert(slice, endpoints);
+        self.changes(at)
+    }
+
+    pub fn deleted(&mut self, slice: &str, at: Timestamp) -> Vec<EndpointChange> {
+        self.slices.remove(slice);
+        self.changes(at)
+    }
+
+    pub fn begin_relist(&mut self) {
+        self.relisting = Some(std::collections::BTreeMap::new());
+    }
+
+    pub fn relisted(&mut self, slice: String, endpoints: Vec<(String, EndpointState)>) {
+        self.relisting.get_or_insert_with(Default::default).insert(slice, endpoints);
+    }
+
+    pub fn end_relist(&mut self, at: Timestamp) -> Vec<EndpointChange> {
+        if let Some(listed) = self.relisting.take() {
+            self.slices = listed;
+        }
+        self.changes(at)
+    }
+
+    /// A pod's endpoint across every slice: present in any, ready in any.
+    fn changes(&mut self, at: Timestamp) -> Vec<EndpointChange> {
+        let mut now: std::collections::BTreeMap<String, EndpointState> = std::collections::BTreeMap::new();
+        for (uid, state) in self.slices.values().flatten() {
+            let entry = now.entry(uid.clone()).or_insert_with(|| state.clone());
+            entry.ready |= state.ready;
+            entry.terminating &= state.terminating;
+        }
+        let changes = endpoint_changes(&self.known, &now, at);
+        self.known = now;
+        changes
+    }
+}
+
 fn no_deployment(name: &str, expected: String) -> Verdict {
     verdict(name.into(), false, expected, "no deployment observed (spec.deployment not set?)".into())
 }
@@ -121,27 +173,37 @@ fn endpoint_left(changes: &[&EndpointChange]) -> Option<Timestamp> {
     left
 }
 
-/// The pod's first SIGTERM, as a target wrote it into a termination message.
-fn first_sigterm(h: &PodHistory) -> Option<Timestamp> {
+/// The pod's last SIGTERM, as a target wrote it into a termination message: the one that
+/// pairs with the endpoint's last leaving (an earlier probe kill has its own).
+fn last_sigterm(h: &PodHistory) -> Option<Timestamp> {
     h.containers
         .iter()
         .flat_map(|c| c.terminations.iter())
         .filter_map(|t| t.termination.message.as_deref().and_then(sigterm_from_termination_message))
-        .min()
+        .max()
 }
 
-/// Per pod that got SIGTERM: the endpoint's leaving minus the SIGTERM, in ms (negative: before).
+/// Per pod that got SIGTERM and had been a ready endpoint: the endpoint's last leaving minus
+/// the last SIGTERM, in ms (negative: before); `None` if it was still a ready endpoint.
 #[must_use]
 pub fn endpoint_lags(pods: &[PodHistory], d: &DeploymentObserved) -> Vec<(String, Option<i64>)> {
     let mut out = Vec::new();
     for h in pods {
-        let sigterm = first_sigterm(h);
-        let Some(sigterm) = sigterm else { continue };
+        let Some(sigterm) = last_sigterm(h) else { continue };
+        if !ever_ready(d, &h.uid) {
+            continue;
+        }
         let changes: Vec<&EndpointChange> = d.endpoints.iter().filter(|c| c.uid == h.uid).collect();
         let lag = endpoint_left(&changes).map(|left| left.duration_since(sigterm).as_millis() as i64);
         out.push((h.pod.clone(), lag));
     }
     out
+}
+
+/// Whether pod `uid` was ever a ready endpoint: one that never was (replaced or scaled away
+/// before it was Ready) never took traffic, so its SIGTERM is not judged.
+fn ever_ready(d: &DeploymentObserved, uid: &str) -> bool {
+    d.endpoints.iter().any(|c| c.uid == uid && c.present && c.ready)
 }
 
 #[must_use]
@@ -161,7 +223,11 @@ pub fn endpoint_before_sigterm(t: &EndpointTiming, pods: &[PodHistory], d: Optio
         .collect();
     let measured = lags.iter().filter(|(_, l)| l.is_some()).count();
     let ok = measured >= t.min_pods as usize && lags.iter().all(|(_, l)| l.is_some_and(|ms| ms <= t.within_ms));
-    let observed = if lags.is_empty() { "no pod recorded a SIGTERM".to_string() } else { shown.join(", ") };
+    let mut shown = shown;
+    shown.extend(
+        pods.iter().filter(|h| last_sigterm(h).is_some() && !ever_ready(d, &h.uid)).map(|h| format!("{}: never a ready endpoint", h.pod)),
+    );
+    let observed = if shown.is_empty() { "no pod that served recorded a SIGTERM".to_string() } else { shown.join(", ") };
     verdict(name.into(), ok, format!("{expected} (>= {} pods)", t.min_pods), observed)
 }
 
@@ -177,7 +243,7 @@ pub fn timeline(title: &str, pods: &[PodHistory], d: &DeploymentObserved, end: T
     let mut marks = Vec::new();
     for h in pods {
         let lane = h.pod.get(prefix..).filter(|s| !s.is_empty()).unwrap_or(&h.pod).to_string();
-        let sigterm = first_sigterm(h);
+        let sigterm = last_sigterm(h);
         if let Some(s) = sigterm {
             marks.push(Marker {
                 at: at(s),
@@ -314,6 +380,48 @@ mod tests {
         let shown: Vec<(&str, bool, bool, bool)> = changes.iter().map(|c| (c.uid.as_str(), c.present, c.ready, c.terminating)).collect();
         assert_eq!(shown, [("a", true, false, true), ("c", true, false, false), ("b", false, false, false)]);
         assert!(endpoint_changes(&after, &after, t(6)).is_empty(), "an unchanged slice adds nothing");
+    }
+
+    #[test]
+    fn slices_fold_across_slices_and_a_relist_drops_what_went_while_the_watch_was_down() {
+        let state = |pod: &str, ready| EndpointState { pod: pod.into(), ready, terminating: !ready };
+        let mut f = SliceFold::default();
+        assert_eq!(f.applied("s1".into(), vec![("a".into(), state("a", true))], t(1)).len(), 1);
+        // The same pod in a second slice, not ready there: still ready overall, no change.
+        assert!(f.applied("s2".into(), vec![("a".into(), state("a", false)), ("b".into(), state("b", true))], t(2)).len() == 1);
+        let left = f.deleted("s1", t(3));
+        assert_eq!(left.iter().map(|c| (c.uid.as_str(), c.present, c.ready)).collect::<Vec<_>>(), [("a", true, false)]);
+        // The watch broke; s2 was deleted meanwhile and s3 made. Nothing changes mid-list.
+        f.begin_relist();
+        f.relisted("s3".into(), vec![("c".into(), state("c", true))]);
+        let after = f.end_relist(t(9));
+        let shown: Vec<(&str, bool)> = after.iter().map(|c| (c.uid.as_str(), c.present)).collect();
+        assert_eq!(shown, [("c", true), ("a", false), ("b", false)], "a and b gone with s2, c new");
+    }
+
+    #[test]
+    fn a_pod_never_ready_is_not_judged_and_the_last_sigterm_pairs_with_the_last_leave() {
+        // Scaled away before it was ever Ready: no endpoint to leave, not a failure.
+        let early = pod("early", &[], Some(3000), Some(3010));
+        // Liveness-killed at 2 s (a SIGTERM, endpoint not ready, ready again), deleted at 10 s.
+        let mut killed = pod("killed", &[(1000, true)], Some(10_000), Some(2000));
+        killed.containers[0].terminations.push_back(TerminationRecord {
+            run: 1,
+            termination: Termination { message: Some(format!("SIGTERM at {}; exited at once", t(10_050))), ..Default::default() },
+            source: Source::Live,
+        });
+        let d = observed(vec![
+            ep(1000, "killed", true, true),
+            ep(2100, "killed", true, false),
+            ep(4000, "killed", true, true),
+            ep(10_020, "killed", true, false),
+            ep(1000, "early", true, false),
+        ]);
+        let lags = endpoint_lags(&[early.clone(), killed.clone()], &d);
+        assert_eq!(lags, [("killed".to_string(), Some(-30))], "the deletion's SIGTERM, not the probe kill's");
+        let v = endpoint_before_sigterm(&EndpointTiming { within_ms: 0, min_pods: 1 }, &[early, killed], Some(&d));
+        assert!(v.passed, "{v:?}");
+        assert!(v.observed.contains("early: never a ready endpoint"), "{v:?}");
     }
 
     #[test]

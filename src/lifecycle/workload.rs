@@ -17,8 +17,9 @@ pub const WORKLOAD_LABEL: &str = "podlife.io/workload";
 /// The exact one, where a long name had to be shortened in [`WORKLOAD_LABEL`].
 pub const WORKLOAD_UID_LABEL: &str = "podlife.io/workload-uid";
 
-/// Longest chain followed: Pod → Job → CronJob is the longest built-in one; a custom
-/// controller owning a Deployment adds one more.
+/// Longest chain followed. Built-in chains have at most 2 links (Job → CronJob); only a
+/// ReplicaSet or Job is looked up, so longer ones need owners that are themselves such (a
+/// ReplicaSet owned by a ReplicaSet): a bound against loops, not a real case.
 const MAX_CHAIN: usize = 4;
 
 /// One owner: a controller `ownerReference`.

@@ -2,7 +2,6 @@
 //! rollout and scale actions, the rollout's completion, and the Service's EndpointSlices as
 //! they change. What is judged of them is pure (`harness::rollout`).
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
@@ -10,23 +9,18 @@ use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher::{self, watcher};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
 use crate::crd::experiment::{Action, DeploymentObserved, DeploymentSettings, EndpointChange, ProbeExperiment, ReplicasAt};
-use crate::harness::rollout::{EndpointState, endpoint_changes};
+use crate::harness::rollout::{EndpointState, SliceFold};
 use crate::lock;
 
 /// Creates the Deployment (the experiment's pod as its template) and a ClusterIP Service of
 /// the same name in front of its pods. Both are owned by the experiment.
-pub async fn create(
-    client: &Client,
-    exp: &ProbeExperiment,
-    pod: Pod,
-    settings: &DeploymentSettings,
-) -> Result<(String, String, Timestamp), String> {
+pub async fn create(client: &Client, exp: &ProbeExperiment, pod: Pod, settings: &DeploymentSettings) -> Result<Made, String> {
     let ns = exp.namespace().unwrap_or_default();
     let name = crate::harness::pod::pod_name(&exp.name_any());
     let selector = json!({"podlife.io/experiment": exp.name_any()});
@@ -46,16 +40,38 @@ pub async fn create(
         "spec": {"selector": selector, "ports": [{"port": 80, "targetPort": settings.port, "protocol": "TCP"}]},
     }))
     .map_err(|e| e.to_string())?;
-    Api::<Service>::namespaced(client.clone(), &ns)
-        .create(&PostParams::default(), &service)
-        .await
-        .map_err(|e| format!("cannot create service {name}: {e}"))?;
-    let created = Api::<Deployment>::namespaced(client.clone(), &ns)
-        .create(&PostParams::default(), &deployment)
-        .await
-        .map_err(|e| format!("cannot create deployment {name}: {e}"))?;
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+    let service = services.create(&PostParams::default(), &service).await.map_err(|e| format!("cannot create service {name}: {e}"))?;
+    let service_uid = service.uid().unwrap_or_default();
+    let created = match Api::<Deployment>::namespaced(client.clone(), &ns).create(&PostParams::default(), &deployment).await {
+        Ok(d) => d,
+        Err(e) => {
+            // Nothing is left behind for a Deployment the apiserver refused.
+            let _ = services.delete(&name, &only(&service_uid)).await;
+            return Err(format!("cannot create deployment {name}: {e}"));
+        }
+    };
     let at = created.metadata.creation_timestamp.clone().map_or_else(Timestamp::now, |t| t.0);
-    Ok((name, created.uid().unwrap_or_default(), at))
+    Ok(Made { name, uid: created.uid().unwrap_or_default(), service_uid, at })
+}
+
+/// What [`create`] made.
+pub struct Made {
+    pub name: String,
+    pub uid: String,
+    pub service_uid: String,
+    pub at: Timestamp,
+}
+
+/// Deletes only the object of this UID: a same-named one made since is left alone.
+#[must_use]
+pub fn only(uid: &str) -> DeleteParams {
+    DeleteParams {
+        grace_period_seconds: Some(0),
+        propagation_policy: Some(kube::api::PropagationPolicy::Background),
+        preconditions: Some(kube::api::Preconditions { uid: Some(uid.to_string()), resource_version: None }),
+        ..Default::default()
+    }
 }
 
 /// Watches the Service's EndpointSlices and records each pod's endpoint as it changes, with
@@ -72,33 +88,28 @@ impl EndpointWatch {
         let changes = Arc::new(Mutex::new(Vec::new()));
         let out = Arc::clone(&changes);
         let task = tokio::spawn(async move {
-            let mut slices: BTreeMap<String, Vec<(String, EndpointState)>> = BTreeMap::new();
-            let mut known: BTreeMap<String, EndpointState> = BTreeMap::new();
+            let mut fold = SliceFold::default();
             let mut stream = watcher(api, config).boxed();
             while let Some(event) = stream.next().await {
-                match event {
-                    Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s)) => {
-                        slices.insert(s.name_any(), endpoints_of(&s));
+                let news = match event {
+                    Ok(watcher::Event::Apply(s)) => fold.applied(s.name_any(), endpoints_of(&s), Timestamp::now()),
+                    Ok(watcher::Event::Delete(s)) => fold.deleted(&s.name_any(), Timestamp::now()),
+                    Ok(watcher::Event::Init) => {
+                        fold.begin_relist();
+                        continue;
                     }
-                    Ok(watcher::Event::Delete(s)) => {
-                        slices.remove(&s.name_any());
+                    Ok(watcher::Event::InitApply(s)) => {
+                        fold.relisted(s.name_any(), endpoints_of(&s));
+                        continue;
                     }
-                    Ok(watcher::Event::Init | watcher::Event::InitDone) => continue,
+                    Ok(watcher::Event::InitDone) => fold.end_relist(Timestamp::now()),
                     Err(e) => {
                         tracing::debug!(error = %e, "endpointslice watch error; retrying");
                         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
                         continue;
                     }
-                }
-                // A pod's endpoint across every slice: present in any, ready in any.
-                let mut now: BTreeMap<String, EndpointState> = BTreeMap::new();
-                for (uid, state) in slices.values().flatten() {
-                    let entry = now.entry(uid.clone()).or_insert_with(|| state.clone());
-                    entry.ready |= state.ready;
-                    entry.terminating &= state.terminating;
-                }
-                lock(&out).extend(endpoint_changes(&known, &now, Timestamp::now()));
-                known = now;
+                };
+                lock(&out).extend(news);
             }
         });
         EndpointWatch { changes, task }
@@ -108,6 +119,13 @@ impl EndpointWatch {
     pub fn finish(self) -> Vec<EndpointChange> {
         self.task.abort();
         std::mem::take(&mut *lock(&self.changes))
+    }
+}
+
+/// An experiment ended early (its timeout, a lost lease) drops its watch: it stops with it.
+impl Drop for EndpointWatch {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 

@@ -227,9 +227,9 @@ async fn run_one(client: Client, exp: ProbeExperiment, settings: ExperimentSetti
     };
     match created {
         Some(Created::Job { name, uid }) => drop(Api::<Job>::namespaced(client.clone(), &ns).delete(&name, &dp(&uid)).await),
-        Some(Created::Deployment { name, uid }) => {
+        Some(Created::Deployment { name, uid, service_uid }) => {
             drop(Api::<Deployment>::namespaced(client.clone(), &ns).delete(&name, &dp(&uid)).await);
-            drop(Api::<Service>::namespaced(client.clone(), &ns).delete(&name, &DeleteParams::default()).await);
+            drop(Api::<Service>::namespaced(client.clone(), &ns).delete(&name, &dp(&service_uid)).await);
         }
         Some(Created::Pod { name, uid }) => drop(pods.delete(&name, &dp(&uid)).await),
         None => {}
@@ -250,6 +250,7 @@ enum Created {
     Deployment {
         name: String,
         uid: String,
+        service_uid: String,
     },
 }
 
@@ -303,8 +304,9 @@ async fn create_subject(client: &Client, exp: &ProbeExperiment, pod: Pod) -> Res
     let ns = exp.namespace().unwrap_or_default();
     let name = experiment_pod::pod_name(&exp.name_any());
     if let Some(settings) = &exp.spec.deployment {
-        let (name, uid, at) = deployment::create(client, exp, pod, settings).await?;
-        return Ok((Subject::Deployment { name: name.clone() }, Created::Deployment { name, uid }, at));
+        let made = deployment::create(client, exp, pod, settings).await?;
+        let subject = Subject::Deployment { name: made.name.clone() };
+        return Ok((subject, Created::Deployment { name: made.name, uid: made.uid, service_uid: made.service_uid }, made.at));
     }
     let Some(settings) = &exp.spec.job else {
         let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);

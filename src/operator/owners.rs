@@ -34,15 +34,23 @@ impl OwnerLookup {
 
     /// Completes the owner chains of `reports` as far as the apiserver answers now, in the
     /// reports and in the store. A chain whose lookup failed for a passing reason (a timeout,
-    /// a 5xx) stays incomplete and is tried again at the report's next write.
+    /// a 5xx) stays incomplete, and its report is taken again `OWNER_RETRY` later to try once more.
     pub async fn complete(&mut self, reports: &mut [DirtyReport], store: &Store) {
+        // After one lookup fails for a passing reason the others likely would too: each would
+        // cost a timeout. They are all tried again later.
+        let mut unavailable = false;
         for report in reports {
             let Some(mut owners) = report.history.owners.clone() else { continue };
             let before = owners.clone();
             while let Some(link) = owners.needs_lookup().cloned() {
-                match self.parent(&report.namespace, &link).await {
+                let answer = if unavailable { None } else { self.parent(&report.namespace, &link).await };
+                match answer {
                     Some(parent) => owners.extend(parent),
-                    None => break,
+                    None => {
+                        unavailable = true;
+                        store.retry_owners(&report.uid, std::time::Instant::now());
+                        break;
+                    }
                 }
             }
             if owners != before {

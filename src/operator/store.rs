@@ -44,6 +44,8 @@ pub const PENDING_EVENT_MAX_AGE: Duration = Duration::from_secs(90);
 /// The most bytes of events waiting for their pod. This machine's apiserver delivers at most
 /// about 330 pod watch events/s (shared/notes), about 4 MB in 30 s.
 pub const PENDING_EVENT_MAX_BYTES: usize = 16 * 1024 * 1024;
+/// How long after a failed owner lookup (a timeout, a 5xx) it is tried again.
+pub const OWNER_RETRY: Duration = Duration::from_secs(10);
 /// Longest wait before a refused write is tried again.
 pub const WRITE_RETRY_MAX: Duration = Duration::from_secs(60);
 /// After this many refusals in a row a report stops holding back the resume position (it is
@@ -79,6 +81,9 @@ pub struct Tracked {
     pub report_exists: bool,
     /// The report's labels name the pod's workload (applied once its owner chain is complete).
     labelled: bool,
+    /// An owner lookup failed for a passing reason: look again (and write) at this time, even
+    /// if nothing else changed.
+    owners_retry_at: Option<Instant>,
     /// The pod no longer exists (a delete was seen, or a relist of its scope lacked it).
     pub gone: bool,
     /// Taken by a write window whose outcome is not known yet.
@@ -93,8 +98,11 @@ impl Tracked {
     fn new(namespace: String, history: PodHistory, report_exists: bool) -> Self {
         // A stored report with a complete chain got its labels in the same write.
         let labelled = report_exists && history.owners.as_ref().is_some_and(|o| o.complete);
+        // A stored report whose chain a previous operator could not finish: finish it now.
+        let owners_retry_at = (report_exists && history.owners.as_ref().is_some_and(|o| !o.complete)).then(Instant::now);
         Tracked {
             labelled,
+            owners_retry_at,
             namespace,
             history,
             dirty: !report_exists,
@@ -481,9 +489,11 @@ impl Store {
         let inner = &mut *inner;
         let mut batch = Batch { positions: inner.positions.clone(), complete: true, ..Batch::default() };
         for (uid, t) in &mut inner.pods {
-            if !t.dirty {
+            let owners_due = t.owners_retry_at.is_some_and(|at| at <= now) && t.history.owners.as_ref().is_some_and(|o| !o.complete);
+            if !t.dirty && !owners_due {
                 continue;
             }
+            t.owners_retry_at = None;
             if t.retry_at.is_some_and(|at| at > now) {
                 if t.refusals < REFUSALS_BEFORE_STUCK {
                     batch.complete = false;
@@ -580,6 +590,14 @@ impl Store {
             && t.history.owners.as_ref().is_none_or(|o| !o.complete)
         {
             t.history.set_owners(owners.clone());
+        }
+    }
+
+    /// An owner lookup for pod `uid` failed for a passing reason: take its report again after
+    /// [`OWNER_RETRY`] to try once more.
+    pub fn retry_owners(&self, uid: &str, now: Instant) {
+        if let Some(t) = self.lock().pods.get_mut(uid) {
+            t.owners_retry_at = Some(now + OWNER_RETRY);
         }
     }
 
@@ -696,8 +714,8 @@ mod tests {
         assert!(!rebuilt.metrics.encode().contains("podlife_workload_restarts_total{"), "a rebuilt history counts nothing");
     }
 
-    #[test]
-    fn labels_are_due_once_the_chain_is_complete() {
+    /// A store that has seen one pod of ReplicaSet web-7d (whose Deployment is not known yet).
+    fn store_with_replicaset_pod() -> Store {
         let s = store();
         let mut rs = owned_pod(0, "", 1);
         rs.metadata.owner_references.as_mut().unwrap()[0] = serde_json::from_value(
@@ -705,6 +723,32 @@ mod tests {
         )
         .unwrap();
         s.observe_pod(&rs, Source::Live, false);
+        s
+    }
+
+    #[test]
+    fn a_chain_whose_lookup_failed_is_taken_again_later_without_a_change() {
+        // Defect caught: a stable pod whose ReplicaSet lookup timed out once was never
+        // labelled, as nothing made its report dirty again.
+        let s = store_with_replicaset_pod();
+        let t0 = Instant::now();
+        assert_eq!(s.take_dirty(t0).reports.len(), 1);
+        s.retry_owners("u", t0);
+        s.written("u", WriteOutcome::Written, t0);
+        assert!(s.take_dirty(t0 + Duration::from_secs(1)).reports.is_empty(), "not before the retry time");
+        assert_eq!(s.take_dirty(t0 + OWNER_RETRY).reports.len(), 1, "taken again for the lookup");
+        assert!(s.take_dirty(t0 + OWNER_RETRY * 3).reports.is_empty(), "once per failure");
+        assert_eq!(s.report_state("u"), ReportState::Unwritten, "its write is out");
+        s.written("u", WriteOutcome::Written, t0);
+        assert_eq!(s.report_state("u"), ReportState::Written, "a pending lookup does not hold experiments back");
+        // After a restart, a stored incomplete chain is due at once.
+        let stored = s.lock().pods["u"].history.clone();
+        assert!(Tracked::new("n".into(), stored, true).owners_retry_at.is_some());
+    }
+
+    #[test]
+    fn labels_are_due_once_the_chain_is_complete() {
+        let s = store_with_replicaset_pod();
         let batch = s.take_dirty(Instant::now());
         let owners = batch.reports[0].history.owners.clone().unwrap();
         assert_eq!(owners.needs_lookup().map(|l| l.name.as_str()), Some("web-7d"));

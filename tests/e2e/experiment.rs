@@ -63,6 +63,20 @@ async fn a_bad_spec_is_rejected_by_the_schema_with_a_message() {
         let (code, out, err) = cli(&["run", bad.to_str().unwrap(), "-n", &ns.name]);
         assert_eq!(code, Some(2), "{out}");
         assert!(err.contains("an experiment with a job takes none"), "{err}");
+        // Deployment experiments: each rule refuses what the apiserver or the operator could not
+        // run, with its message (an exec action, a Deployment that could never roll out, a
+        // workload expectation on a bare pod).
+        for (spec, message) in [
+            ("deployment: {replicas: 1}\n  pod: {containers: [{name: target}]}\n  actions: [{name: x, atSeconds: 1, exec: {command: [x]}}]\n  expectations: [{maxUnready: 0}]", "a deployment experiment's actions are rollout or scale"),
+            ("deployment: {replicas: 1, maxSurge: 0, maxUnavailable: 0}\n  pod: {containers: [{name: target}]}\n  expectations: [{maxUnready: 0}]", "maxSurge and maxUnavailable cannot both be 0"),
+            ("pod: {containers: [{name: target}]}\n  expectations: [{rolloutSeconds: {max: 5}}]", "need spec.deployment"),
+        ] {
+            let text = format!("apiVersion: podlife.io/v1alpha1\nkind: ProbeExperiment\nmetadata: {{name: bad-deployment}}\nspec:\n  durationSeconds: 5\n  {spec}\n");
+            std::fs::write(&bad, text).unwrap();
+            let (code, out, err) = cli(&["run", bad.to_str().unwrap(), "-n", &ns.name]);
+            assert_eq!(code, Some(2), "{out}");
+            assert!(err.contains(message), "{message}: {err}");
+        }
         let (code, _, err) = cli(&["run", "/nonexistent.yaml"]);
         assert_eq!(code, Some(2));
         assert!(err.contains("/nonexistent.yaml"), "{err}");

@@ -247,6 +247,8 @@ async fn explain_tells_a_liveness_kill_that_ignored_sigterm_and_metrics_count_it
         let value = |name: &str| -> Option<f64> {
             metrics.lines().find(|l| l.starts_with(&format!("{name}{{{labels}"))).and_then(|l| l.rsplit(' ').next()?.parse().ok())
         };
+        let ours: Vec<&str> = metrics.lines().filter(|l| l.starts_with("podlife_workload_") && l.contains("stubborn")).collect();
+        eprintln!("the operator's /metrics for Deployment/stubborn:\n{}", ours.join("\n"));
         assert!(value("podlife_workload_restarts_total").is_some_and(|v| v >= 1.0), "{metrics}");
         assert!(metrics.contains(&format!(r#"podlife_workload_terminations_total{{{labels},reason="Error"}}"#)), "{metrics}");
         assert!(value("podlife_workload_backoff_step").is_some_and(|v| v >= 1.0), "{metrics}");
