@@ -37,6 +37,10 @@ struct Args {
     /// Largest report, in bytes; older entries are dropped and counted beyond it.
     #[arg(long, env = "PODLIFE_BUDGET_BYTES", default_value_t = 256 * 1024)]
     budget_bytes: usize,
+    /// All reports together, in bytes (default 100 MiB, 5% of etcd's default quota). Beyond
+    /// it the largest reports are trimmed to a fair share, raw transitions first.
+    #[arg(long, env = "PODLIFE_TOTAL_BUDGET_BYTES", default_value_t = podlife::lifecycle::budget::DEFAULT_TOTAL_BUDGET_BYTES)]
+    total_budget_bytes: usize,
     /// Address for /healthz, /readyz and /metrics.
     #[arg(long, env = "PODLIFE_LISTEN", default_value = "0.0.0.0:8080")]
     listen: SocketAddr,
@@ -110,6 +114,7 @@ async fn main() -> anyhow::Result<()> {
         write_window: args.write_window,
         deleted_ttl: args.deleted_ttl,
         budget_bytes: args.budget_bytes,
+        total_budget_bytes: args.total_budget_bytes,
         listen: args.listen,
         watch_stale_after: args.watch_stale_after,
         experiments: args.experiments.then_some(ExperimentSettings {

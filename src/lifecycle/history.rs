@@ -830,52 +830,91 @@ impl PodHistory {
         startup.ready_seconds = startup.ready_seconds.or_else(|| seconds_between(created, first_true("Ready")));
     }
 
-    /// Drops the oldest entries of the longest lists until the serialized history fits
-    /// `max_bytes`, counting each drop in `truncated.budget`. A write can then never fail
-    /// for size.
-    pub fn enforce_budget(&mut self, max_bytes: usize) {
-        for _ in 0..10_000 {
-            let size = serde_json::to_vec(self).map_or(0, |v| v.len());
+    /// Drops entries until the serialized history fits `max_bytes`, counting each drop in
+    /// `truncated.budget`, and returns the serialized size. A write can then never fail for
+    /// size. What goes first: the oldest raw transitions (phases, conditions, container states,
+    /// ready and started flips, events), then kills and terminations, and the restart records
+    /// with their back-off judgement last. The summary, the counters and the crash-loop folds
+    /// are never dropped, so a history can stay above a budget smaller than them.
+    ///
+    /// The history is serialized once per pass and each dropped entry's own size is taken off
+    /// the estimate, so trimming costs about two serializations, not one per dropped entry. The
+    /// estimate can be a few bytes off (the budget counter's digits, a last comma), hence the
+    /// passes.
+    pub fn enforce_budget(&mut self, max_bytes: usize) -> usize {
+        let mut size = self.serialized_len();
+        for _ in 0..8 {
             if size <= max_bytes {
-                return;
+                break;
             }
-            if !self.drop_oldest_from_longest() {
-                return;
+            let mut estimate = size;
+            while estimate > max_bytes {
+                let Some(list) = self.next_to_drop() else { return self.serialized_len() };
+                // The entry and the comma that separated it from its neighbour.
+                estimate = estimate.saturating_sub(self.drop_front(list) + 1);
+                self.truncated.budget += 1;
             }
-            self.truncated.budget += 1;
+            size = self.serialized_len();
         }
+        size
     }
 
-    fn drop_oldest_from_longest(&mut self) -> bool {
-        let mut lists =
-            vec![(self.phases.len(), List::Phases), (self.conditions.len(), List::Conditions), (self.events.len(), List::Events)];
+    /// The size of the history as written (compact JSON).
+    #[must_use]
+    pub fn serialized_len(&self) -> usize {
+        #[cfg(test)]
+        HISTORY_SERIALIZATIONS.with(|n| n.set(n.get() + 1));
+        serialized_len(self)
+    }
+
+    /// The list whose front goes next: the lowest tier first, and in it the oldest front.
+    fn next_to_drop(&self) -> Option<List> {
+        let mut lists = vec![
+            (List::Phases, self.phases.front().map(|p| p.at)),
+            (List::Conditions, self.conditions.front().map(|c| c.at)),
+            (List::Events, self.events.front().map(|e| e.first_seen.or(e.last_seen).unwrap_or(Timestamp::MIN))),
+        ];
         for (i, c) in self.containers.iter().enumerate() {
             lists.extend([
-                (c.states.len(), List::States(i)),
-                (c.terminations.len(), List::Terminations(i)),
-                (c.restarts.len(), List::Restarts(i)),
-                (c.ready.len(), List::Ready(i)),
-                (c.started.len(), List::Started(i)),
-                (c.probe_kills.len(), List::ProbeKills(i)),
+                (List::States(i), c.states.front().map(|s| s.at)),
+                (List::Ready(i), c.ready.front().map(|f| f.at)),
+                (List::Started(i), c.started.front().map(|f| f.at)),
+                (List::ProbeKills(i), c.probe_kills.front().map(|k| k.killing_at.or(k.unhealthy_at).unwrap_or(Timestamp::MIN))),
+                (List::Terminations(i), c.terminations.front().map(|t| t.termination.finished_at.unwrap_or(Timestamp::MIN))),
+                (List::Restarts(i), c.restarts.front().map(|r| r.started_at.unwrap_or(Timestamp::MIN))),
             ]);
         }
-        let Some((len, list)) = lists.into_iter().max_by_key(|(len, _)| *len) else { return false };
-        if len == 0 {
-            return false;
-        }
-        match list {
-            List::Phases => _ = self.phases.pop_front(),
-            List::Conditions => _ = self.conditions.pop_front(),
-            List::Events => _ = self.events.pop_front(),
-            List::States(i) => _ = self.containers[i].states.pop_front(),
-            List::Terminations(i) => _ = self.containers[i].terminations.pop_front(),
-            List::Restarts(i) => _ = self.containers[i].restarts.pop_front(),
-            List::Ready(i) => _ = self.containers[i].ready.pop_front(),
-            List::Started(i) => _ = self.containers[i].started.pop_front(),
-            List::ProbeKills(i) => _ = self.containers[i].probe_kills.pop_front(),
-        }
-        true
+        lists
+            .into_iter()
+            .filter_map(|(list, front)| Some((list.tier(), front?, list)))
+            .min_by_key(|(tier, at, _)| (*tier, *at))
+            .map(|(.., list)| list)
     }
+
+    /// Pops the front of `list` and returns its serialized size.
+    fn drop_front(&mut self, list: List) -> usize {
+        match list {
+            List::Phases => self.phases.pop_front().map_or(0, |e| serialized_len(&e)),
+            List::Conditions => self.conditions.pop_front().map_or(0, |e| serialized_len(&e)),
+            List::Events => self.events.pop_front().map_or(0, |e| serialized_len(&e)),
+            List::States(i) => self.containers[i].states.pop_front().map_or(0, |e| serialized_len(&e)),
+            List::Terminations(i) => self.containers[i].terminations.pop_front().map_or(0, |e| serialized_len(&e)),
+            List::Restarts(i) => self.containers[i].restarts.pop_front().map_or(0, |e| serialized_len(&e)),
+            List::Ready(i) => self.containers[i].ready.pop_front().map_or(0, |e| serialized_len(&e)),
+            List::Started(i) => self.containers[i].started.pop_front().map_or(0, |e| serialized_len(&e)),
+            List::ProbeKills(i) => self.containers[i].probe_kills.pop_front().map_or(0, |e| serialized_len(&e)),
+        }
+    }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Whole-history serializations on this thread: what the budget's cost is counted in.
+    pub(crate) static HISTORY_SERIALIZATIONS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+fn serialized_len<T: Serialize>(value: &T) -> usize {
+    serde_json::to_vec(value).map_or(0, |v| v.len())
 }
 
 /// The bounded lists of a history, for trimming to the byte budget (indexes are containers).
@@ -890,6 +929,27 @@ enum List {
     Ready(usize),
     Started(usize),
     ProbeKills(usize),
+}
+
+/// The order in which the byte budget gives lists up: raw transitions first, restart records
+/// (what the back-off verdicts stand on) last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum BudgetTier {
+    RawTransitions,
+    Exits,
+    Restarts,
+}
+
+impl List {
+    fn tier(self) -> BudgetTier {
+        match self {
+            List::Phases | List::Conditions | List::Events | List::States(_) | List::Ready(_) | List::Started(_) => {
+                BudgetTier::RawTransitions
+            }
+            List::Terminations(_) | List::ProbeKills(_) => BudgetTier::Exits,
+            List::Restarts(_) => BudgetTier::Restarts,
+        }
+    }
 }
 
 /// The run that `lastState.terminated` describes. The kubelet fills lastState from the

@@ -4,6 +4,7 @@
 //! it status sequences recorded from the real kubelet.
 
 pub mod backoff;
+pub mod budget;
 pub mod explain;
 pub mod history;
 pub mod snapshot;

@@ -268,11 +268,11 @@ fn unhealthy_killing_termination_and_restart_are_linked() {
     assert_eq!(h.events.iter().find(|e| e.uid == "e1").unwrap().count, 3);
 }
 
-#[test]
-fn histories_stay_bounded_and_under_budget() {
+/// A container that crash-looped `runs` times, with long termination and event messages.
+fn long_crash_loop(runs: i64) -> PodHistory {
     let mut h = PodHistory::new("p", "u");
     let p = BackoffProfile::default();
-    for i in 0..2_000i64 {
+    for i in 0..runs {
         let run = i32::try_from(i).unwrap();
         let mut term = exited(run, i * 10, i * 10 + 1);
         term.message = Some("x".repeat(200));
@@ -280,14 +280,92 @@ fn histories_stay_bounded_and_under_budget() {
         h.observe(&pod(Phase::Running, vec![app(run + 1, running(i * 10 + 5), Some(term), i % 2 == 0)]), t(i * 10 + 5), Source::Live, &p);
         h.observe_event(&event(&format!("e{i}"), "BackOff", &"m".repeat(300), 1, i * 10));
     }
+    h
+}
+
+/// Entries the byte budget may drop, per tier: raw transitions, exits, restart records.
+fn droppable(h: &PodHistory) -> (usize, usize, usize) {
+    let mut raw = h.phases.len() + h.conditions.len() + h.events.len();
+    let (mut exits, mut restarts) = (0, 0);
+    for c in &h.containers {
+        raw += c.states.len() + c.ready.len() + c.started.len();
+        exits += c.terminations.len() + c.probe_kills.len();
+        restarts += c.restarts.len();
+    }
+    (raw, exits, restarts)
+}
+
+#[test]
+fn histories_stay_bounded_and_under_budget() {
+    let mut h = long_crash_loop(2_000);
     let c = &h.containers[0];
     assert!(c.restarts.len() <= super::history::MAX_RESTARTS && c.terminations.len() <= super::history::MAX_TERMINATIONS);
     assert!(h.events.len() <= super::history::MAX_EVENTS);
     assert!(h.truncated.total() > 0);
     assert_eq!(c.restart_count, 2_000, "counters are never truncated");
-    h.enforce_budget(32 * 1024);
-    assert!(serde_json::to_vec(&h).unwrap().len() <= 32 * 1024);
+    let size = h.enforce_budget(32 * 1024);
+    assert_eq!(size, serde_json::to_vec(&h).unwrap().len(), "the size returned is the size written");
+    assert!(size <= 32 * 1024);
     assert!(h.truncated.budget > 0);
+}
+
+/// Defect caught: the budget trimming the longest list first, which took restart records (the
+/// back-off verdicts' evidence) while old events and conditions were still kept.
+#[test]
+fn the_budget_gives_up_raw_transitions_first_and_restart_records_last() {
+    let full = long_crash_loop(60);
+    let (raw, exits, restarts) = droppable(&full);
+    assert!(raw > 0 && exits > 0 && restarts > 0);
+
+    // Room for everything but a third of the raw transitions: only raw ones go, oldest first.
+    let mut h = full.clone();
+    let size = h.enforce_budget(full.serialized_len() * 9 / 10);
+    let (raw_left, exits_left, restarts_left) = droppable(&h);
+    assert!(size <= full.serialized_len() * 9 / 10);
+    assert!(raw_left > 0 && raw_left < raw, "some raw transitions went ({raw_left} of {raw} left)");
+    assert_eq!((exits_left, restarts_left), (exits, restarts), "exits and restarts untouched while raw transitions remain");
+    let newest_event = |h: &PodHistory| h.events.back().map(|e| e.uid.clone());
+    assert_eq!(newest_event(&h), newest_event(&full), "the newest event is kept: the oldest go first");
+
+    // Room for the restart records alone: raw transitions and exits all go, restarts stay.
+    let mut bare = full.clone();
+    bare.phases.clear();
+    bare.conditions.clear();
+    bare.events.clear();
+    for c in &mut bare.containers {
+        c.states.clear();
+        c.ready.clear();
+        c.started.clear();
+        c.terminations.clear();
+        c.probe_kills.clear();
+    }
+    // The budget counter's digits grow by a few bytes.
+    let restarts_only = bare.serialized_len() + 16;
+    let mut h = full.clone();
+    assert!(h.enforce_budget(restarts_only) <= restarts_only);
+    assert_eq!(droppable(&h), (0, 0, restarts), "only raw transitions and exits were given up");
+
+    // Tighter still: the oldest restart records go, the newest stay.
+    let mut h = full.clone();
+    assert!(h.enforce_budget(restarts_only - 2_000) <= restarts_only - 2_000);
+    let kept = &h.containers[0].restarts;
+    assert!(!kept.is_empty() && kept.len() < restarts);
+    assert_eq!(kept.back().map(|r| r.number), full.containers[0].restarts.back().map(|r| r.number));
+}
+
+/// Defect caught: serializing the whole history once per dropped entry while the store's
+/// lock is held (quadratic in the history's length).
+#[test]
+fn trimming_to_the_budget_serializes_the_history_a_bounded_number_of_times() {
+    let mut h = long_crash_loop(2_000);
+    let before = droppable(&h);
+    super::history::HISTORY_SERIALIZATIONS.with(|n| n.set(0));
+    h.enforce_budget(8 * 1024);
+    let after = droppable(&h);
+    let dropped = (before.0 - after.0) + (before.1 - after.1) + (before.2 - after.2);
+    let serializations = super::history::HISTORY_SERIALIZATIONS.with(std::cell::Cell::get);
+    assert!(dropped > 100, "{dropped} entries dropped");
+    assert!(serializations <= 4, "{serializations} whole-history serializations for {dropped} dropped entries");
 }
 
 fn arb_state() -> impl Strategy<Value = ContainerState> {
@@ -387,8 +465,9 @@ proptest! {
             let unobserved: i32 = c.restarts.iter().map(|r| r.unobserved_before + 1).sum();
             prop_assert!(c.restarts.len() == super::history::MAX_RESTARTS || unobserved == c.restart_count);
         }
-        h.enforce_budget(8 * 1024);
-        prop_assert!(serde_json::to_vec(&h).unwrap().len() <= 8 * 1024 || h.truncated.budget > 0);
+        let size = h.enforce_budget(8 * 1024);
+        prop_assert_eq!(size, serde_json::to_vec(&h).unwrap().len());
+        prop_assert!(size <= 8 * 1024 || droppable(&h) == (0, 0, 0), "over budget with entries left to drop");
         // The report round-trips: what is written can be read back.
         let back: PodHistory = serde_json::from_slice(&serde_json::to_vec(&h).unwrap()).unwrap();
         prop_assert_eq!(back.containers.len(), h.containers.len());
@@ -411,8 +490,9 @@ proptest! {
             let unobserved: i32 = c.restarts.iter().map(|r| r.unobserved_before + 1).sum();
             prop_assert!(c.restarts.len() == super::history::MAX_RESTARTS || unobserved == c.restart_count);
         }
-        h.enforce_budget(8 * 1024);
-        prop_assert!(serde_json::to_vec(&h).unwrap().len() <= 8 * 1024 || h.truncated.budget > 0);
+        let size = h.enforce_budget(8 * 1024);
+        prop_assert_eq!(size, serde_json::to_vec(&h).unwrap().len());
+        prop_assert!(size <= 8 * 1024 || droppable(&h) == (0, 0, 0), "over budget with entries left to drop");
     }
 
     #[test]

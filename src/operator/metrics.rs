@@ -63,6 +63,8 @@ pub struct Metrics {
     pub write_latency: Histogram,
     pub queue_depth: Gauge,
     pub tracked_pods: Gauge,
+    pub report_bytes: Gauge,
+    pub report_byte_cap: Gauge,
     pub watch_errors: Family<WatchLabels, Counter>,
     pub watch_stale: Family<WatchLabels, Gauge>,
     pub pending_events: Gauge,
@@ -92,6 +94,8 @@ impl Metrics {
         let write_latency = Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.001, 2.0, 14));
         let queue_depth = Gauge::default();
         let tracked_pods = Gauge::default();
+        let report_bytes = Gauge::default();
+        let report_byte_cap = Gauge::default();
         let watch_errors = Family::<WatchLabels, Counter>::default();
         let watch_stale = Family::<WatchLabels, Gauge>::default();
         let pending_events = Gauge::default();
@@ -143,6 +147,16 @@ impl Metrics {
         registry.register("report_write_latency_seconds", "Latency of one report write", write_latency.clone());
         registry.register("write_queue_depth", "Reports with changes found at the last write window", queue_depth.clone());
         registry.register("tracked_pods", "Pods with a history in memory", tracked_pods.clone());
+        registry.register(
+            "report_bytes",
+            "All reports' size as last written or read (what etcd holds), against --total-budget-bytes",
+            report_bytes.clone(),
+        );
+        registry.register(
+            "report_byte_cap",
+            "The size the largest reports are trimmed to while all reports outgrow --total-budget-bytes (0: no cap)",
+            report_byte_cap.clone(),
+        );
         registry.register("watch_errors", "Errors yielded by a watch (each is retried with a back-off)", watch_errors.clone());
         registry.register("watch_stale", "1 while a watch has been failing for longer than --watch-stale-after", watch_stale.clone());
         registry.register("pending_event_bytes", "Bytes of events waiting for their pod to be seen", pending_events.clone());
@@ -177,6 +191,8 @@ impl Metrics {
             write_latency,
             queue_depth,
             tracked_pods,
+            report_bytes,
+            report_byte_cap,
             watch_errors,
             watch_stale,
             pending_events,

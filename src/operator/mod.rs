@@ -92,6 +92,8 @@ pub struct OperatorConfig {
     /// How long a deleted pod's report is kept, counted from its stored `deletedAt`.
     pub deleted_ttl: Duration,
     pub budget_bytes: usize,
+    /// All reports together: the largest are trimmed to a fair share beyond it.
+    pub total_budget_bytes: usize,
     pub listen: SocketAddr,
     pub lease: Option<LeaseConfig>,
     /// `/readyz` turns false once a watch has been failing for this long.
@@ -108,6 +110,7 @@ impl Default for OperatorConfig {
             write_window: Duration::from_secs(1),
             deleted_ttl: Duration::from_secs(3600),
             budget_bytes: crate::lifecycle::history::DEFAULT_BUDGET_BYTES,
+            total_budget_bytes: crate::lifecycle::budget::DEFAULT_TOTAL_BUDGET_BYTES,
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             lease: None,
             watch_stale_after: Duration::from_secs(60),

@@ -21,6 +21,7 @@ use k8s_openapi::api::core::v1::{Event, Pod};
 use super::metrics::{TerminationLabels, WorkloadLabels};
 use super::{Metrics, OperatorConfig};
 use crate::crd::PodLifecycle;
+use crate::lifecycle::budget::{REPORT_OVERHEAD_BYTES, fair_share};
 use crate::lifecycle::workload::Owners;
 use crate::lifecycle::{Change, EventSnapshot, PodHistory, PodSnapshot, Source};
 
@@ -92,6 +93,9 @@ pub struct Tracked {
     /// Refused this many times in a row: see [`REFUSALS_BEFORE_STUCK`].
     refusals: u32,
     retry_at: Option<Instant>,
+    /// The report's size as last taken for a write (or as read at start): what it holds in
+    /// etcd, for the operator-wide budget.
+    bytes: usize,
 }
 
 impl Tracked {
@@ -112,7 +116,17 @@ impl Tracked {
             failed_writes: 0,
             refusals: 0,
             retry_at: None,
+            bytes: 0,
         }
+    }
+
+    fn from_stored(stored: StoredReport) -> Self {
+        Tracked { bytes: stored.bytes, ..Tracked::new(stored.namespace, stored.history, true) }
+    }
+
+    /// Trims the history to `max_bytes` (its report's overhead included) and notes the size.
+    fn fit(&mut self, max_bytes: usize) {
+        self.bytes = self.history.enforce_budget(max_bytes.saturating_sub(REPORT_OVERHEAD_BYTES)) + REPORT_OVERHEAD_BYTES;
     }
 }
 
@@ -132,6 +146,8 @@ pub enum ReportState {
 pub struct StoredReport {
     pub namespace: String,
     pub history: PodHistory,
+    /// Its size as stored (history and overhead), for the operator-wide budget.
+    pub bytes: usize,
 }
 
 #[derive(Debug)]
@@ -240,7 +256,8 @@ pub fn parse_report(object: serde_json::Value) -> Result<(String, StoredReport),
     }
     let namespace = report.metadata.namespace.clone().unwrap_or_default();
     let history = report.status.unwrap_or_else(|| PodHistory::new(&report.spec.pod_name, &uid));
-    Ok((uid, StoredReport { namespace, history }))
+    let bytes = history.serialized_len() + REPORT_OVERHEAD_BYTES;
+    Ok((uid, StoredReport { namespace, history, bytes }))
 }
 
 impl Store {
@@ -309,7 +326,7 @@ impl Store {
         let tracked = inner.pods.entry(snap.uid.clone()).or_insert_with(|| {
             self.metrics.tracked_pods.inc();
             match inner.existing.remove(&snap.uid) {
-                Some(stored) => Tracked::new(snap.namespace.clone(), stored.history, true),
+                Some(stored) => Tracked::from_stored(stored),
                 None => Tracked::new(snap.namespace.clone(), PodHistory::new(&snap.name, &snap.uid), false),
             }
         });
@@ -467,7 +484,7 @@ impl Store {
             .collect();
         for uid in orphans {
             let Some(stored) = inner.existing.remove(&uid) else { continue };
-            let mut tracked = Tracked::new(stored.namespace, stored.history, true);
+            let mut tracked = Tracked::from_stored(stored);
             tracked.gone = true;
             tracked.dirty = tracked.history.deleted_at.is_none();
             tracked.history.deleted_at.get_or_insert(now);
@@ -488,6 +505,7 @@ impl Store {
         let mut inner = self.lock();
         let inner = &mut *inner;
         let mut batch = Batch { positions: inner.positions.clone(), complete: true, ..Batch::default() };
+        let mut due = Vec::new();
         for (uid, t) in &mut inner.pods {
             let owners_due = t.owners_retry_at.is_some_and(|at| at <= now) && t.history.owners.as_ref().is_some_and(|o| !o.complete);
             if !t.dirty && !owners_due {
@@ -500,9 +518,14 @@ impl Store {
                 }
                 continue;
             }
+            t.fit(self.config.budget_bytes);
+            due.push(uid.clone());
+        }
+        self.fit_total_budget(inner, &mut due, now);
+        for uid in due {
+            let Some(t) = inner.pods.get_mut(&uid) else { continue };
             t.dirty = false;
             t.writing = true;
-            t.history.enforce_budget(self.config.budget_bytes);
             let scope = match self.config.selection {
                 super::Selection::Namespaces(_) => Scope::Namespace(t.namespace.clone()),
                 _ => Scope::Cluster,
@@ -511,7 +534,7 @@ impl Store {
                 t.history.watch_resume_from = Some(*clean);
             }
             batch.reports.push(DirtyReport {
-                uid: uid.clone(),
+                uid,
                 namespace: t.namespace.clone(),
                 report_exists: t.report_exists,
                 labelled: t.labelled,
@@ -522,6 +545,56 @@ impl Store {
         self.metrics.queue_depth.set(i64::try_from(batch.reports.len()).unwrap_or(i64::MAX));
         self.evict_pending(inner, now);
         batch
+    }
+
+    /// Keeps all reports together under the operator-wide budget: when they outgrow it, the
+    /// largest are trimmed to a fair share of 90% of it (see [`fair_share`]) and written again, so that
+    /// etcd gives the space back. Reports read at start and not claimed yet count as they are.
+    /// One serialization per trimmed report: the lock is held for O(reports), not O(entries).
+    fn fit_total_budget(&self, inner: &mut Inner, due: &mut Vec<String>, now: Instant) {
+        let unclaimed: usize = inner.existing.values().map(|r| r.bytes).sum();
+        let total = unclaimed + inner.pods.values().map(|t| t.bytes).sum::<usize>();
+        self.metrics.report_bytes.set(i64::try_from(total).unwrap_or(i64::MAX));
+        if total <= self.config.total_budget_bytes {
+            self.metrics.report_byte_cap.set(0);
+            return;
+        }
+        // Trim to 90% of the budget, so that the next few windows' growth does not trim (and
+        // rewrite) the same reports again.
+        let low_water = self.config.total_budget_bytes - self.config.total_budget_bytes / 10;
+        let sizes: Vec<usize> = inner.pods.values().map(|t| t.bytes).collect();
+        let Some(cap) = fair_share(&sizes, low_water.saturating_sub(unclaimed)) else { return };
+        self.metrics.report_byte_cap.set(i64::try_from(cap).unwrap_or(i64::MAX));
+        let already: HashSet<String> = due.iter().cloned().collect();
+        let mut trimmed = 0;
+        for (uid, t) in &mut inner.pods {
+            if t.bytes <= cap {
+                continue;
+            }
+            let before = t.bytes;
+            t.fit(cap);
+            if t.bytes >= before {
+                continue; // Nothing left to drop: only its summary and counters remain.
+            }
+            trimmed += 1;
+            if already.contains(uid) {
+                continue;
+            }
+            if t.retry_at.is_some_and(|at| at > now) {
+                t.dirty = true; // Written once its retry back-off ends.
+            } else {
+                due.push(uid.clone());
+            }
+        }
+        if trimmed > 0 {
+            tracing::info!(
+                total,
+                budget = self.config.total_budget_bytes,
+                cap,
+                trimmed,
+                "reports over the operator-wide budget: trimmed the largest"
+            );
+        }
     }
 
     /// Every report of `batch` was written: if nothing else was left dirty, everything up to
@@ -788,10 +861,72 @@ mod tests {
         assert!(!store.lock().pods["ua"].gone);
     }
 
+    /// A history of `events` events with 400-byte messages.
+    fn noisy_history(uid: &str, events: usize) -> PodHistory {
+        let mut h = PodHistory::new("p", uid);
+        for i in 0..events {
+            let mut e = event(uid, &format!("{uid}-e{i}"));
+            e.message = "m".repeat(400);
+            e.resource_version = Some(i as u64 + 1);
+            h.observe_event(&e);
+        }
+        h
+    }
+
+    /// Defects caught: reports that together outgrow the operator-wide budget (etcd's quota at
+    /// 10k pods), quiet pods trimmed along with noisy ones, and a trimmed report that is not
+    /// written again (etcd would keep the old size), or is rewritten every window.
+    #[test]
+    fn all_reports_together_stay_under_the_total_budget_and_only_the_largest_are_trimmed() {
+        let config = OperatorConfig { total_budget_bytes: 48 * 1024, ..OperatorConfig::default() };
+        let store = Store::new(config, Arc::new(Metrics::new()));
+        let quiet: Vec<String> = (0..10).map(|i| format!("quiet-{i}")).collect();
+        for uid in &quiet {
+            store.observe_pod(&pod(uid), Source::Live, false);
+        }
+        let noisy = ["noisy-0", "noisy-1"];
+        store.add_stored(noisy.map(|uid| {
+            let history = noisy_history(uid, 40);
+            let bytes = history.serialized_len() + REPORT_OVERHEAD_BYTES;
+            (uid.to_string(), StoredReport { namespace: "n".into(), history, bytes })
+        }));
+        for uid in noisy {
+            store.observe_pod(&pod(uid), Source::Live, false);
+        }
+        let quiet_before: Vec<PodHistory> = quiet.iter().map(|u| store.lock().pods[u].history.clone()).collect();
+        let noisy_events = store.lock().pods["noisy-0"].history.events.len();
+        let total_before: usize = store.lock().pods.values().map(|t| t.history.serialized_len() + REPORT_OVERHEAD_BYTES).sum();
+        assert!(total_before > 48 * 1024, "the test starts over budget ({total_before} bytes)");
+
+        let now = Instant::now();
+        let batch = store.take_dirty(now);
+        let total: usize = store.lock().pods.values().map(|t| t.history.serialized_len() + REPORT_OVERHEAD_BYTES).sum();
+        assert!(total <= 48 * 1024, "{total} bytes in all after trimming");
+        for (uid, before) in quiet.iter().zip(&quiet_before) {
+            assert_eq!(&store.lock().pods[uid].history, before, "{uid} is quiet and keeps everything");
+        }
+        for uid in noisy {
+            let inner = store.lock();
+            let t = &inner.pods[uid];
+            assert!(t.history.events.len() < noisy_events && t.history.truncated.budget > 0, "{uid} was trimmed");
+            assert_eq!(t.bytes, t.history.serialized_len() + REPORT_OVERHEAD_BYTES);
+            drop(inner);
+            assert!(batch.reports.iter().any(|r| r.uid == uid), "{uid} is written again at its new size");
+        }
+        for r in &batch.reports {
+            store.written(&r.uid, WriteOutcome::Written, now);
+        }
+        // A little growth later, nothing is over budget: no report is trimmed or written again.
+        store.observe_event_snapshot("quiet-0".into(), event("quiet-0", "late"), now);
+        let batch = store.take_dirty(now);
+        assert_eq!(batch.reports.iter().map(|r| r.uid.as_str()).collect::<Vec<_>>(), ["quiet-0"]);
+    }
+
     #[test]
     fn stored_reports_are_adopted_as_gone_only_by_a_relist_of_their_namespace() {
         let store = store();
-        let report = |ns: &str, uid: &str| (uid.to_string(), StoredReport { namespace: ns.into(), history: PodHistory::new("p", uid) });
+        let report =
+            |ns: &str, uid: &str| (uid.to_string(), StoredReport { namespace: ns.into(), history: PodHistory::new("p", uid), bytes: 0 });
         store.add_stored([report("a", "old-a"), report("b", "live-b")]);
         store.mark_missing_as_gone(&Scope::Namespace("a".into()), &HashSet::new());
         assert!(store.lock().pods["old-a"].gone);
@@ -819,7 +954,7 @@ mod tests {
         let mut history = PodHistory::new("p", "old");
         let deleted = Timestamp::now() - jiff::SignedDuration::from_secs(7200);
         history.deleted_at = Some(deleted);
-        store.add_stored([("old".to_string(), StoredReport { namespace: "n".into(), history })]);
+        store.add_stored([("old".to_string(), StoredReport { namespace: "n".into(), history, bytes: 0 })]);
         store.mark_missing_as_gone(&Scope::Cluster, &HashSet::new());
         // Just after a restart: already two hours past deletion, so it goes now; it stays
         // tracked until its deletion is confirmed.
@@ -923,7 +1058,11 @@ mod tests {
         let t0 = Instant::now();
         store.add_stored([(
             "old".to_string(),
-            StoredReport { namespace: "n".into(), history: PodHistory { watch_resume_from: Some(40), ..PodHistory::new("p", "old") } },
+            StoredReport {
+                namespace: "n".into(),
+                history: PodHistory { watch_resume_from: Some(40), ..PodHistory::new("p", "old") },
+                bytes: 0,
+            },
         )]);
         assert_eq!(store.resume_point(&Scope::Cluster), Some(40), "from the stored reports");
         store.observe_pod(&versioned("n", "a", 50), Source::Live, false);
