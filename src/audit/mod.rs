@@ -18,43 +18,22 @@ pub use reference::{PodReference, Reference};
 
 #[cfg(test)]
 mod tests {
-    use jiff::Timestamp;
-    use k8s_openapi::api::core::v1::{Event, Pod};
-
     use super::*;
-    use crate::lifecycle::{BackoffProfile, EventSnapshot, PodHistory, PodSnapshot, Source};
+    use crate::lifecycle::recording::{Observed, Recording};
+    use crate::lifecycle::{BackoffProfile, PodHistory};
 
     /// Feeds a recording from the real kubelet (e2e/record-fixture) to both the reference and
     /// the model, as an operator that missed nothing would see it.
     fn both(jsonl: &str) -> (PodReference, PodHistory) {
-        let mut lines: Vec<serde_json::Value> =
-            jsonl.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect();
-        lines.sort_by(|a, b| a["observedAt"].as_str().cmp(&b["observedAt"].as_str()));
+        let recording = Recording::parse(jsonl).unwrap();
         let mut reference = Reference::default();
-        let mut history: Option<PodHistory> = None;
-        let mut early = Vec::new();
-        for line in &lines {
-            let at: Timestamp = line["observedAt"].as_str().unwrap().parse().unwrap();
-            if line["kind"] == "pod" {
-                let pod: Pod = serde_json::from_value(line["object"].clone()).unwrap();
-                reference.observe_pod(&pod, at, line["type"] == "DELETED");
-                let snap = PodSnapshot::from_pod(&pod);
-                let h = history.get_or_insert_with(|| PodHistory::new(&snap.name, &snap.uid));
-                h.observe(&snap, at, Source::Live, &BackoffProfile::default());
-                for e in early.drain(..) {
-                    h.observe_event(&e);
-                }
-            } else {
-                let event: Event = serde_json::from_value(line["object"].clone()).unwrap();
-                reference.observe_event(&event, at);
-                let e = EventSnapshot::from_event(&event).unwrap();
-                match history.as_mut() {
-                    Some(h) => _ = h.observe_event(&e),
-                    None => early.push(e),
-                }
-            }
-        }
-        (reference.pods.into_values().next().unwrap(), history.unwrap())
+        let history = recording
+            .replay(&BackoffProfile::default(), |observed| match observed {
+                Observed::Pod { at, pod, deleted } => reference.observe_pod(pod, *at, *deleted),
+                Observed::Event { at, event } => reference.observe_event(event, *at),
+            })
+            .unwrap();
+        (reference.pods.into_values().next().unwrap(), history)
     }
 
     fn kinds(audit: &PodAudit) -> Vec<(Kind, Category)> {

@@ -7,6 +7,7 @@ pub mod backoff;
 pub mod budget;
 pub mod explain;
 pub mod history;
+pub mod recording;
 pub mod snapshot;
 pub mod workload;
 

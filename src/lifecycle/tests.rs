@@ -508,41 +508,10 @@ proptest! {
     }
 }
 
-/// Replays a recording made by `e2e/record-fixture` on the real cluster: pod and event watch
-/// objects, each stamped with when it was observed.
+/// Replays a recording made by `e2e/record-fixture` on the real cluster.
 fn replay_fixture(jsonl: &str) -> PodHistory {
-    use k8s_openapi::api::core::v1::{Event, Pod};
-    let mut lines: Vec<serde_json::Value> =
-        jsonl.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect();
-    lines.sort_by(|a, b| a["observedAt"].as_str().cmp(&b["observedAt"].as_str()));
-    let mut history: Option<PodHistory> = None;
-    let mut early_events = Vec::new();
-    for line in lines {
-        let at: Timestamp = line["observedAt"].as_str().unwrap().parse().unwrap();
-        match line["kind"].as_str() {
-            Some("pod") => {
-                let pod: Pod = serde_json::from_value(line["object"].clone()).unwrap();
-                let snap = PodSnapshot::from_pod(&pod);
-                let h = history.get_or_insert_with(|| PodHistory::new(&snap.name, &snap.uid));
-                h.observe(&snap, at, Source::Live, &BackoffProfile::default());
-                for e in early_events.drain(..) {
-                    h.observe_event(&e);
-                }
-            }
-            _ => {
-                let event: Event = serde_json::from_value(line["object"].clone()).unwrap();
-                if let Some(e) = EventSnapshot::from_event(&event) {
-                    match history.as_mut() {
-                        Some(h) => {
-                            h.observe_event(&e);
-                        }
-                        None => early_events.push(e),
-                    }
-                }
-            }
-        }
-    }
-    history.expect("the fixture has pod observations")
+    let recording = super::recording::Recording::parse(jsonl).unwrap();
+    recording.replay(&BackoffProfile::default(), |_| {}).expect("the fixture has pod observations")
 }
 
 #[test]

@@ -1,0 +1,80 @@
+"""Shared by the benchmark scripts in e2e/bench: where results go and how each section of
+BENCHMARKS.md says what produced it. Not a test library: benchmarks report, they do not judge."""
+import datetime, os, re, subprocess
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+OUT = os.path.join(ROOT, "out", "bench")
+
+
+def sh(*args, **kw):
+    return subprocess.run(args, check=True, capture_output=True, text=True, **kw).stdout.strip()
+
+
+def commit():
+    dirty = sh("git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no")
+    return sh("git", "-C", ROOT, "rev-parse", "--short", "HEAD") + (" (with uncommitted changes)" if dirty else "")
+
+
+def machine():
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "unknown CPU")
+    mem_kib = next(int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemTotal:"))
+    return f"{os.cpu_count()} cores ({cpu}), {mem_kib / 1048576:.0f} GiB, Linux {os.uname().release}"
+
+
+def write_section(name, title, command, body):
+    """Writes out/bench/NAME.md: one section of BENCHMARKS.md, stamped with the run that made it."""
+    os.makedirs(OUT, exist_ok=True)
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    text = (f"## {title}\n\nMeasured {stamp} at commit {commit()} on {machine()}, with `{command}`.\n\n"
+            f"{body.strip()}\n")
+    with open(os.path.join(OUT, f"{name}.md"), "w") as f:
+        f.write(text)
+    print(text)
+
+
+def ratio(value, peer):
+    return f"{value / peer:.2f}" if peer else "n/a"
+
+
+def fmt_bytes(n):
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} B"
+
+
+ORDER = ["model", "target", "writes", "scale"]
+HEADER = """# podlife benchmarks
+
+Written by `e2e/bench/run`. Each section names when, at which commit, on which machine and with
+which command it was measured; ratios compare with a peer measured in the same run. Benchmarks
+report; tests judge. Re-run one section with `e2e/bench/run SECTION`: the others keep their text.
+"""
+
+
+def assemble(path, fresh):
+    """Rewrites BENCHMARKS.md: the sections in `fresh` (name -> text) replace their earlier
+    text; the others stay as they were."""
+    sections = {}
+    if os.path.exists(path):
+        current = None
+        for line in open(path).read().splitlines(keepends=True):
+            marker = re.match(r"<!-- section: (\w+) -->", line)
+            if marker:
+                current = marker.group(1); sections[current] = ""
+            elif current:
+                sections[current] += line
+    sections.update(fresh)
+    with open(path, "w") as f:
+        f.write(HEADER)
+        for name in ORDER + sorted(set(sections) - set(ORDER)):
+            if name in sections:
+                f.write(f"\n<!-- section: {name} -->\n{sections[name].strip()}\n")
+
+
+if __name__ == "__main__":
+    # benchlib.py assemble BENCHMARKS.md NAME...: the named sections from out/bench/NAME.md.
+    import sys
+    if len(sys.argv) < 3 or sys.argv[1] != "assemble":
+        sys.exit("usage: benchlib.py assemble BENCHMARKS.md [SECTION...]")
+    assemble(sys.argv[2], {n: open(os.path.join(OUT, f"{n}.md")).read() for n in sys.argv[3:]})
