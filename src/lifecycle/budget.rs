@@ -9,8 +9,9 @@
 pub const DEFAULT_TOTAL_BUDGET_BYTES: usize = 100 * 1024 * 1024;
 
 /// What a report object costs beyond its history (`status`): metadata with labels and
-/// managedFields, and the spec. Measured on the local cluster as the stored object's JSON size
-/// minus its status's (see BENCHMARKS.md).
+/// managedFields, and the spec. `e2e/bench/scale` measures it as the listed object's JSON size
+/// minus its status's: 1,344 B for every report of a pod with no owner (BENCHMARKS.md). Rounded
+/// up for the workload labels an owned pod's report carries as well.
 pub const REPORT_OVERHEAD_BYTES: usize = 1536;
 
 /// The largest size every report can keep so that all of them together fit `budget`: reports
