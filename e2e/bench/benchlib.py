@@ -1,6 +1,6 @@
 """Shared by the benchmark scripts in e2e/bench: where results go and how each section of
 BENCHMARKS.md says what produced it. Not a test library: benchmarks report, they do not judge."""
-import datetime, os, re, subprocess
+import datetime, os, re, socket, subprocess
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 OUT = os.path.join(ROOT, "out", "bench")
@@ -8,6 +8,21 @@ OUT = os.path.join(ROOT, "out", "bench")
 
 def sh(*args, **kw):
     return subprocess.run(args, check=True, capture_output=True, text=True, **kw).stdout.strip()
+
+
+def free_port():
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
+
+
+def status_kib(pid, field):
+    """A /proc/PID/status size field (VmRSS, VmHWM) in KiB."""
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith(field + ":"))
+
+
+def peer_path(name):
+    """The binary e2e/bench/build-peers built for NAME."""
+    return sh(os.path.join(ROOT, "e2e/bench/build-peers"), "path", name)
 
 
 def commit():

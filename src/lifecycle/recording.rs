@@ -84,18 +84,6 @@ impl Recording {
         Ok(Recording { observations })
     }
 
-    /// The pods' snapshots, in order, with when each was observed.
-    #[must_use]
-    pub fn pod_snapshots(&self) -> Vec<(Timestamp, PodSnapshot)> {
-        self.observations
-            .iter()
-            .filter_map(|o| match o {
-                Observed::Pod { at, pod, .. } => Some((*at, PodSnapshot::from_pod(pod))),
-                Observed::Event { .. } => None,
-            })
-            .collect()
-    }
-
     /// Replays everything into one pod's history, as an operator that missed nothing would:
     /// events seen before the pod's first status wait for it. `visit` sees each observation
     /// first (the audit feeds its independent reference from it). `None` if no pod was seen.
@@ -145,7 +133,6 @@ mod tests {
         let times: Vec<Timestamp> = recording.observations.iter().map(Observed::at).collect();
         assert!(times.windows(2).all(|w| w[0] <= w[1]));
         let pods = recording.observations.iter().filter(|o| matches!(o, Observed::Pod { .. })).count();
-        assert_eq!(recording.pod_snapshots().len(), pods);
         assert!(pods > 5 && pods < recording.observations.len(), "{pods} pods");
     }
 }

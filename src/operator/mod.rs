@@ -359,9 +359,9 @@ async fn load_reports(client: &Client, store: &Store, selection: &Selection) {
     for api in apis {
         let mut continue_token: Option<String> = None;
         loop {
-            // Small pages: each page is held three times over while it is parsed, and the
-            // allocator keeps that peak. At 500 a cold start at 1k pods held 3.4x the RSS of a
-            // live-grown operator (e2e/bench/scale).
+            // Small pages: a page is held more than once while it is parsed (bytes, objects,
+            // values), and the allocator keeps that peak. At 500, with a copy more than now, a
+            // cold start at 1k pods held 3.4x the RSS of a live-grown operator (e2e/bench/scale).
             let mut lp = ListParams::default().limit(REPORT_PAGE);
             lp.continue_token.clone_from(&continue_token);
             let page = match api.list(&lp).await {

@@ -4,8 +4,9 @@
 //! # Guarantees
 //! - Nothing is written while the leader's fence is closed, and every write is bounded in
 //!   time so that it ends before another replica may take the lease over.
-//! - When the apiserver cannot be reached, the rest of the window's writes are put back and
-//!   retried within seconds, not fired at a server that is down.
+//! - When the apiserver cannot be reached, the window's writes not yet started are put back and
+//!   retried within seconds, not fired at a server that is down. Those already in flight (up
+//!   to [`WRITE_CONCURRENCY`] - 1) run to their own timeout and back off like any failure.
 
 use std::time::{Duration, Instant};
 
@@ -61,8 +62,8 @@ impl Writer {
         open
     }
 
-    /// Writes every report due, up to [`WRITE_CONCURRENCY`] at a time. One write is two
-    /// apiserver round trips; one at a time, 1k pods changing every 5 s already outran the
+    /// Writes every report due, up to [`WRITE_CONCURRENCY`] at a time. One write is one
+    /// apiserver round trip (two for a new report); one at a time, 1k pods changing every 5 s already outran the
     /// window (66 writes/s, p99 from change to write 16 s, `e2e/bench/scale`).
     pub async fn flush(&mut self) {
         if !self.may_write() {
