@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use podlife::lifecycle::BackoffProfile;
-use podlife::operator::{ExperimentSettings, LeaseConfig, OperatorConfig, Selection, run};
+use podlife::operator::{ExperimentSettings, LeaseConfig, OperatorConfig, Selection, ShardConfig, run};
 
 /// Watches pods and records each tracked pod's phases, conditions, container states, every
 /// termination and the CrashLoopBackOff delays the kubelet applied into a PodLifecycle report.
@@ -47,6 +47,13 @@ struct Args {
     /// Run with leader election, so several replicas can run with one active.
     #[arg(long, env = "PODLIFE_LEADER_ELECT")]
     leader_elect: bool,
+    /// Split the pods across all replicas into this many shards, held through Leases (named
+    /// after --lease-name in --lease-namespace): each replica records only the pods whose UID
+    /// hashes into its shards, and replicas joining or leaving re-shard the others live. Every
+    /// replica must use the same count. Instead of --leader-elect; needs --identity.
+    #[arg(long, env = "PODLIFE_SHARDS", requires = "identity", conflicts_with_all = ["leader_elect", "experiments"],
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    shards: Option<u32>,
     #[arg(long, env = "PODLIFE_LEASE_NAMESPACE", default_value = "podlife-system")]
     lease_namespace: String,
     #[arg(long, env = "PODLIFE_LEASE_NAME", default_value = "podlife-operator")]
@@ -108,6 +115,14 @@ async fn main() -> anyhow::Result<()> {
         profile.max_seconds = max;
         profile.reset_after_seconds = 2.0 * max;
     }
+    let lease = LeaseConfig {
+        namespace: args.lease_namespace,
+        name: args.lease_name,
+        identity: args.identity.unwrap_or_default(),
+        lease_duration: args.lease_duration,
+        renew_deadline: args.renew_deadline,
+        retry_period: args.retry_period,
+    };
     let config = OperatorConfig {
         selection,
         profile,
@@ -121,14 +136,8 @@ async fn main() -> anyhow::Result<()> {
             target_image: args.target_image,
             allow_unrestricted_pods: args.experiments_allow_unrestricted_pods,
         }),
-        lease: args.leader_elect.then(|| LeaseConfig {
-            namespace: args.lease_namespace,
-            name: args.lease_name,
-            identity: args.identity.unwrap_or_default(),
-            lease_duration: args.lease_duration,
-            renew_deadline: args.renew_deadline,
-            retry_period: args.retry_period,
-        }),
+        lease: args.leader_elect.then(|| lease.clone()),
+        shards: args.shards.map(|shards| ShardConfig { lease, shards }),
     };
     let client = kube::Client::try_default().await?;
     let (tx, rx) = tokio::sync::watch::channel(false);

@@ -71,6 +71,7 @@ pub struct Metrics {
     pending_events_dropped: Family<ReasonLabels, Counter>,
     pub events_ignored: Counter,
     pub leader: Gauge,
+    pub shards_held: Gauge,
     pub lease_transitions: Family<OutcomeLabels, Counter>,
     pub reports_unreadable: Counter,
     catch_ups: Family<OutcomeLabels, Counter>,
@@ -102,6 +103,7 @@ impl Metrics {
         let pending_events_dropped = Family::<ReasonLabels, Counter>::default();
         let events_ignored = Counter::default();
         let leader = Gauge::default();
+        let shards_held = Gauge::default();
         let lease_transitions = Family::<OutcomeLabels, Counter>::default();
         let reports_unreadable = Counter::default();
         let catch_ups = Family::<OutcomeLabels, Counter>::default();
@@ -167,6 +169,7 @@ impl Metrics {
         );
         registry.register("events_ignored", "Events already folded in (replays after a relist or restart)", events_ignored.clone());
         registry.register("leader", "1 while this replica holds the leader lease (or runs without election)", leader.clone());
+        registry.register("shards_held", "Shards this replica holds (with --shards)", shards_held.clone());
         registry.register("lease_transitions", "Leadership gained and lost, by outcome", lease_transitions.clone());
         registry.register(
             "reports_unreadable",
@@ -199,6 +202,7 @@ impl Metrics {
             pending_events_dropped,
             events_ignored,
             leader,
+            shards_held,
             lease_transitions,
             reports_unreadable,
             catch_ups,

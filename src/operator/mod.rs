@@ -24,6 +24,7 @@ mod http;
 mod leader;
 mod metrics;
 mod owners;
+mod shards;
 mod store;
 mod writer;
 
@@ -45,6 +46,7 @@ pub use experiment::ExperimentSettings;
 pub use health::WatchHealth;
 pub use leader::{ConfigError as LeaseConfigError, LeaseConfig};
 pub use metrics::Metrics;
+pub use shards::{ShardConfig, shard_of};
 use store::Store;
 pub use store::{Scope, parse_report};
 
@@ -68,6 +70,10 @@ pub enum Error {
     },
     #[error("unsafe leader election settings")]
     Lease(#[from] leader::ConfigError),
+    #[error("sharding and {0} cannot be combined")]
+    ShardingWith(&'static str),
+    #[error("sharding needs 1 to 1024 shards, not {0}")]
+    ShardCount(u32),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -96,6 +102,8 @@ pub struct OperatorConfig {
     pub total_budget_bytes: usize,
     pub listen: SocketAddr,
     pub lease: Option<LeaseConfig>,
+    /// Split the pods across replicas by Lease-held shards (instead of `lease`).
+    pub shards: Option<ShardConfig>,
     /// `/readyz` turns false once a watch has been failing for this long.
     pub watch_stale_after: Duration,
     /// Run ProbeExperiments too.
@@ -113,6 +121,7 @@ impl Default for OperatorConfig {
             total_budget_bytes: crate::lifecycle::budget::DEFAULT_TOTAL_BUDGET_BYTES,
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             lease: None,
+            shards: None,
             watch_stale_after: Duration::from_secs(60),
             experiments: None,
         }
@@ -122,6 +131,7 @@ impl Default for OperatorConfig {
 /// How a term of leadership (or the one term without election) ended.
 enum TermEnd {
     Shutdown,
+    /// The lease was lost, or (sharded) the held shards are to change.
     LostLease,
 }
 
@@ -134,9 +144,25 @@ pub async fn run(client: Client, config: OperatorConfig, mut shutdown: watch::Re
     if let Some(lc) = &config.lease {
         lc.validate()?;
     }
+    if let Some(sc) = &config.shards {
+        sc.lease.validate()?;
+        if config.lease.is_some() {
+            return Err(Error::ShardingWith("leader election"));
+        }
+        if config.experiments.is_some() {
+            return Err(Error::ShardingWith("experiments (run them with one elected operator)"));
+        }
+        if !(1..=1024).contains(&sc.shards) {
+            return Err(Error::ShardCount(sc.shards));
+        }
+    }
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(WatchHealth::new(config.watch_stale_after));
     http::spawn(config.listen, Arc::clone(&metrics), Arc::clone(&health)).await?;
+    if let Some(sc) = config.shards.clone() {
+        run_sharded(&client, &config, sc, &metrics, &health, &mut shutdown).await;
+        return Ok(());
+    }
     let mut candidate = config.lease.clone().map(|lc| leader::Candidate::new(client.clone(), lc));
     loop {
         let fence = match candidate.as_mut() {
@@ -159,7 +185,8 @@ pub async fn run(client: Client, config: OperatorConfig, mut shutdown: watch::Re
             (Some(c), Some(fence)) => {
                 let (lost_tx, lost_rx) = watch::channel(false);
                 let (stop_tx, stop_rx) = watch::channel(false);
-                let term = Term { client: &client, config: &config, metrics: &metrics, health: &health, fence: Some(&fence) };
+                let term =
+                    Term { client: &client, config: &config, metrics: &metrics, health: &health, fence: Some(&fence), ownership: None };
                 // Both run to their end: the term stops on a lost lease, the renewals when the
                 // term is over. Cancelling the term midway would leave its watchers running.
                 let leading = async {
@@ -170,7 +197,7 @@ pub async fn run(client: Client, config: OperatorConfig, mut shutdown: watch::Re
                 tokio::join!(leading, keep_renewing(c, &fence, &metrics, lost_tx, stop_rx)).0
             }
             _ => {
-                let term = Term { client: &client, config: &config, metrics: &metrics, health: &health, fence: None };
+                let term = Term { client: &client, config: &config, metrics: &metrics, health: &health, fence: None, ownership: None };
                 // Without election the lease can never be lost: the sender stays alive.
                 let (_never_lost, not_lost) = watch::channel(false);
                 term.lead(&mut shutdown, not_lost).await
@@ -188,6 +215,103 @@ pub async fn run(client: Client, config: OperatorConfig, mut shutdown: watch::Re
                 metrics.lease("lost");
                 tracing::warn!("lost the leader lease: stopped writing; back to standby");
             }
+        }
+    }
+}
+
+/// Sharded: converge on this replica's share of the shards, record them for a term, and start
+/// a new term whenever the share changes (see [`shards`]).
+async fn run_sharded(
+    client: &Client,
+    config: &OperatorConfig,
+    sc: ShardConfig,
+    metrics: &Arc<Metrics>,
+    health: &Arc<WatchHealth>,
+    shutdown: &mut watch::Receiver<bool>,
+) {
+    let retry = sc.lease.retry_period;
+    let mut keeper = shards::Keeper::new(client.clone(), sc);
+    loop {
+        // Between terms: no shard is written. Give back the excess, take what is free, and
+        // while shards keep coming free (others giving theirs back) wait a few rounds more
+        // so that one re-shard is one new term, not several.
+        health.set_synced(true);
+        let mut rounds_here = 0;
+        loop {
+            match keeper.round().await {
+                Ok(outcome) => {
+                    keeper.release(&outcome.excess).await;
+                    let held = keeper.held_count();
+                    metrics.shards_held.set(i64::try_from(held).unwrap_or(i64::MAX));
+                    let still_coming = !outcome.gained.is_empty() && held < outcome.target && rounds_here < 3;
+                    if held > 0 && !still_coming {
+                        tracing::info!(held, members = outcome.members, target = outcome.target, "recording shards");
+                        break;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "shard round failed; retrying"),
+            }
+            rounds_here += 1;
+            tokio::select! {
+                () = tokio::time::sleep(retry) => {}
+                _ = shutdown.changed() => if *shutdown.borrow() {
+                    keeper.leave().await;
+                    return;
+                },
+            }
+        }
+        let ownership = Arc::new(keeper.ownership());
+        let (reshard_tx, reshard_rx) = watch::channel(false);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let term = Term { client, config, metrics, health, fence: None, ownership: Some(ownership) };
+        metrics.leader.set(1);
+        let leading = async {
+            let end = term.lead(shutdown, reshard_rx).await;
+            let _ = stop_tx.send(true);
+            end
+        };
+        let (end, ()) = tokio::join!(leading, keep_sharding(&mut keeper, metrics, reshard_tx, stop_rx));
+        metrics.leader.set(0);
+        if matches!(end, TermEnd::Shutdown) {
+            keeper.leave().await;
+            metrics.shards_held.set(0);
+            return;
+        }
+        metrics.lease("resharded");
+    }
+}
+
+/// Renews the shards every retry period while a term records them; returns (asking the term
+/// to end) once the shards held should change.
+async fn keep_sharding(keeper: &mut shards::Keeper, metrics: &Metrics, reshard: watch::Sender<bool>, mut stop: watch::Receiver<bool>) {
+    let retry = keeper.config().lease.retry_period;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(retry) => {}
+            _ = stop.changed() => return,
+        }
+        // One round may take at most a retry period, so the deadlines are checked in time.
+        let lost = match tokio::time::timeout(retry, keeper.round()).await {
+            Ok(Ok(outcome)) if outcome.reshard() => {
+                tracing::info!(gained = ?outcome.gained, lost = ?outcome.lost, excess = ?outcome.excess, members = outcome.members, "re-sharding");
+                true
+            }
+            Ok(Ok(_)) => false,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "shard renewal failed; retrying");
+                !keeper.expire_fences(Instant::now()).is_empty()
+            }
+            Err(_) => {
+                tracing::warn!("shard renewal timed out; retrying");
+                !keeper.expire_fences(Instant::now()).is_empty()
+            }
+        };
+        metrics.shards_held.set(i64::try_from(keeper.held_count()).unwrap_or(i64::MAX));
+        if lost {
+            let _ = reshard.send(true);
+            // Wait for the term to end before the next round may release anything.
+            let _ = stop.wait_for(|s| *s).await;
+            return;
         }
     }
 }
@@ -257,11 +381,17 @@ struct Term<'a> {
     metrics: &'a Arc<Metrics>,
     health: &'a Arc<WatchHealth>,
     fence: Option<&'a Arc<leader::Fence>>,
+    /// Sharded: the shards this term records.
+    ownership: Option<Arc<shards::Ownership>>,
 }
 
 impl Term<'_> {
     async fn lead(&self, shutdown: &mut watch::Receiver<bool>, mut lost: watch::Receiver<bool>) -> TermEnd {
-        let store = Arc::new(Store::new(self.config.clone(), Arc::clone(self.metrics)));
+        let mut store = Store::new(self.config.clone(), Arc::clone(self.metrics));
+        if let Some(o) = &self.ownership {
+            store = store.with_ownership(Arc::clone(o));
+        }
+        let store = Arc::new(store);
         let load = load_reports(self.client, &store, &self.config.selection);
         tokio::select! {
             () = load => {},
@@ -292,9 +422,14 @@ impl Term<'_> {
             };
             tasks.0.push(tokio::spawn(experiment::run_experiments(self.client.clone(), namespaces, settings, Arc::clone(&store))));
         }
-        let fence = self.fence.map(Arc::clone);
-        let write_timeout = self.config.lease.as_ref().map_or(Duration::from_secs(10), LeaseConfig::write_timeout);
-        let mut writer = writer::Writer::new(self.client.clone(), Arc::clone(&store), fence, write_timeout);
+        let gate = match (&self.ownership, self.fence) {
+            (Some(o), _) => writer::WriteGate::Shards(Arc::clone(o)),
+            (None, Some(f)) => writer::WriteGate::Leader(Arc::clone(f)),
+            (None, None) => writer::WriteGate::Open,
+        };
+        let lease = self.config.lease.as_ref().or(self.config.shards.as_ref().map(|s| &s.lease));
+        let write_timeout = lease.map_or(Duration::from_secs(10), LeaseConfig::write_timeout);
+        let mut writer = writer::Writer::new(self.client.clone(), Arc::clone(&store), gate, write_timeout);
         let mut writes = tokio::time::interval(self.config.write_window);
         writes.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut janitor = tokio::time::interval(Duration::from_secs(10).min(self.config.deleted_ttl).max(Duration::from_secs(1)));
@@ -314,10 +449,10 @@ impl Term<'_> {
             }
         };
         drop(tasks);
-        if matches!(end, TermEnd::Shutdown) {
-            tracing::info!("shutting down: writing pending reports");
-            writer.flush().await;
-        }
+        // What is pending goes out while the fences allow it (a lost lease's never does); a
+        // re-shard hands over only what is written.
+        tracing::info!("term over: writing pending reports");
+        writer.flush().await;
         end
     }
 }
@@ -380,6 +515,10 @@ async fn load_reports(client: &Client, store: &Store, selection: &Selection) {
             };
             let mut good = Vec::with_capacity(page.items.len());
             for object in page.items {
+                // A report is named by its pod's UID: another shard's is skipped unparsed.
+                if !object.metadata.name.as_deref().is_some_and(|uid| store.owns(uid)) {
+                    continue;
+                }
                 let name = format!(
                     "{}/{}",
                     object.metadata.namespace.clone().unwrap_or_default(),
@@ -586,7 +725,11 @@ async fn watch_pods(client: Client, store: Arc<Store>, selection: Selection, hea
                         }
                         relist = Some(Vec::new());
                     }
-                    watcher::Event::InitApply(pod) => relist.get_or_insert_with(Vec::new).push(crate::lifecycle::PodSnapshot::from_pod(&pod)),
+                    watcher::Event::InitApply(pod) => {
+                        if pod.metadata.uid.as_deref().is_some_and(|uid| store.owns(uid)) {
+                            relist.get_or_insert_with(Vec::new).push(crate::lifecycle::PodSnapshot::from_pod(&pod));
+                        }
+                    }
                     watcher::Event::InitDone => {
                         let listed_pods = relist.take().unwrap_or_default();
                         // Replay up to the collection's own version, not just the newest listed

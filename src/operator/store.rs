@@ -19,6 +19,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Event, Pod};
 
 use super::metrics::{TerminationLabels, WorkloadLabels};
+use super::shards::Ownership;
 use super::{Metrics, OperatorConfig};
 use crate::crd::PodLifecycle;
 use crate::lifecycle::budget::{REPORT_OVERHEAD_BYTES, fair_share};
@@ -172,6 +173,10 @@ struct Inner {
     clean: HashMap<Scope, u64>,
     /// Where the reports say the previous writer's watches could resume.
     resume_from: HashMap<Scope, u64>,
+    /// The newest resume position among each shard's reports. Shards may come from different
+    /// writers (a dead replica's, a live one's): the scope resumes from the oldest of them,
+    /// or what only the dead one saw would be skipped.
+    resume_by_shard: HashMap<(Scope, u32), u64>,
 }
 
 /// One report to write, taken from the store.
@@ -198,6 +203,8 @@ pub struct Batch {
 pub struct Store {
     pub config: OperatorConfig,
     pub metrics: Arc<Metrics>,
+    /// With sharding: the shards this term records; pods outside them are not kept.
+    ownership: Option<Arc<Ownership>>,
     inner: Mutex<Inner>,
 }
 
@@ -261,8 +268,31 @@ pub fn parse_report(object: serde_json::Value) -> Result<(String, StoredReport),
 }
 
 impl Store {
+    /// A store for one term: everything an earlier term held is gone.
     pub fn new(config: OperatorConfig, metrics: Arc<Metrics>) -> Self {
-        Store { config, metrics, inner: Mutex::new(Inner::default()) }
+        metrics.tracked_pods.set(0);
+        Store { config, metrics, ownership: None, inner: Mutex::new(Inner::default()) }
+    }
+
+    /// Keeps only the pods of these shards.
+    #[must_use]
+    pub fn with_ownership(mut self, ownership: Arc<Ownership>) -> Self {
+        self.ownership = Some(ownership);
+        self
+    }
+
+    /// The pod is this term's to record.
+    #[must_use]
+    pub fn owns(&self, uid: &str) -> bool {
+        self.ownership.as_ref().is_none_or(|o| o.owns(uid))
+    }
+
+    /// The operator-wide budget's part for this replica: its share of the shards.
+    fn total_budget(&self) -> usize {
+        match &self.ownership {
+            Some(o) => self.config.total_budget_bytes / o.shards() as usize * o.held().count(),
+            None => self.config.total_budget_bytes,
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -282,12 +312,22 @@ impl Store {
     /// notes where their writer's watches can be resumed.
     pub fn add_stored(&self, reports: impl IntoIterator<Item = (String, StoredReport)>) {
         let mut inner = self.lock();
+        let inner = &mut *inner;
         for (uid, report) in reports {
+            if !self.owns(&uid) {
+                continue;
+            }
             if let Some(at) = report.history.watch_resume_from {
-                let entry = inner.resume_from.entry(self.scope_of(&report.namespace)).or_insert(at);
+                let shard = self.ownership.as_ref().map_or(0, |o| o.shard_of(&uid));
+                let entry = inner.resume_by_shard.entry((self.scope_of(&report.namespace), shard)).or_insert(at);
                 *entry = (*entry).max(at);
             }
             inner.existing.insert(uid, report);
+        }
+        inner.resume_from.clear();
+        for ((scope, _), at) in &inner.resume_by_shard {
+            let entry = inner.resume_from.entry(scope.clone()).or_insert(*at);
+            *entry = (*entry).min(*at);
         }
     }
 
@@ -312,7 +352,7 @@ impl Store {
 
     /// Feeds one trimmed pod observation to its history.
     pub fn observe_snapshot(&self, snap: &PodSnapshot, source: Source, deleted: bool) {
-        if snap.uid.is_empty() {
+        if snap.uid.is_empty() || !self.owns(&snap.uid) {
             return;
         }
         let now = Timestamp::now();
@@ -419,6 +459,10 @@ impl Store {
     /// resourceVersion order: a relist's must be sorted first (see `watch_events`).
     pub fn observe_event(&self, event: &Event) {
         let Some(uid) = event.involved_object.uid.clone() else { return };
+        if !self.owns(&uid) {
+            // Another replica's pod: kept waiting, it would fill the pending bound.
+            return;
+        }
         let Some(snap) = EventSnapshot::from_event(event) else { return };
         self.observe_event_snapshot(uid, snap, Instant::now());
     }
@@ -555,13 +599,14 @@ impl Store {
         let unclaimed: usize = inner.existing.values().map(|r| r.bytes).sum();
         let total = unclaimed + inner.pods.values().map(|t| t.bytes).sum::<usize>();
         self.metrics.report_bytes.set(i64::try_from(total).unwrap_or(i64::MAX));
-        if total <= self.config.total_budget_bytes {
+        let budget = self.total_budget();
+        if total <= budget {
             self.metrics.report_byte_cap.set(0);
             return;
         }
         // Trim to 90% of the budget, so that the next few windows' growth does not trim (and
         // rewrite) the same reports again.
-        let low_water = self.config.total_budget_bytes - self.config.total_budget_bytes / 10;
+        let low_water = budget - budget / 10;
         let sizes: Vec<usize> = inner.pods.values().map(|t| t.bytes).collect();
         let Some(cap) = fair_share(&sizes, low_water.saturating_sub(unclaimed)) else { return };
         self.metrics.report_byte_cap.set(i64::try_from(cap).unwrap_or(i64::MAX));
@@ -587,13 +632,7 @@ impl Store {
             }
         }
         if trimmed > 0 {
-            tracing::info!(
-                total,
-                budget = self.config.total_budget_bytes,
-                cap,
-                trimmed,
-                "reports over the operator-wide budget: trimmed the largest"
-            );
+            tracing::info!(total, budget, cap, trimmed, "reports over the operator-wide budget: trimmed the largest");
         }
     }
 
@@ -1134,5 +1173,30 @@ mod tests {
         let no_uid = serde_json::json!({"apiVersion": "podlife.io/v1alpha1", "kind": "PodLifecycle",
             "metadata": {"name": "u", "namespace": "n"}, "spec": {"podName": "p", "podUid": ""}});
         assert_eq!(parse_report(no_uid).unwrap_err(), "spec.podUid is empty");
+    }
+
+    #[test]
+    fn a_sharded_term_keeps_only_its_pods_and_resumes_from_its_oldest_shard() {
+        // Defects this catches: a replica keeping (and writing) pods of shards held elsewhere;
+        // and resuming from the newest report of any shard, which skips what a dead replica's
+        // shard saw after its last write while a live replica's shard kept writing.
+        let uids: Vec<String> = (0..200).map(|i| format!("uid-{i}")).collect();
+        let in_shard = |k: u32| uids.iter().filter(move |u| super::super::shards::shard_of(u, 4) == k).cloned();
+        let (dead_ones, live_ones, elsewhere) = (in_shard(0).next().unwrap(), in_shard(1).next().unwrap(), in_shard(2).next().unwrap());
+        let open = Arc::new(super::super::leader::Fence::new(Duration::from_secs(10)));
+        open.renewed(Instant::now());
+        let ownership = Ownership::new(4, [(0, Arc::clone(&open)), (1, Arc::clone(&open))].into_iter().collect());
+        let store = store().with_ownership(Arc::new(ownership));
+        let stored = |uid: &str, at: u64| {
+            let history = PodHistory { watch_resume_from: Some(at), ..PodHistory::new("p", uid) };
+            (uid.to_string(), StoredReport { namespace: "n".into(), history, bytes: 0 })
+        };
+        store.add_stored([stored(&dead_ones, 40), stored(&live_ones, 90), stored(&elsewhere, 10)]);
+        assert_eq!(store.stored_unmatched(), 2, "another shard's report is not kept");
+        assert_eq!(store.resume_point(&Scope::Cluster), Some(40), "from the shard that stopped writing first");
+        store.observe_pod(&versioned("n", &elsewhere, 95), Source::Live, false);
+        store.observe_pod(&versioned("n", &live_ones, 96), Source::Live, false);
+        let written: Vec<String> = store.take_dirty(Instant::now()).reports.into_iter().map(|r| r.uid).collect();
+        assert_eq!(written, [live_ones], "only this term's pods are written");
     }
 }

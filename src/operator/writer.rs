@@ -2,7 +2,7 @@
 //! most once per pod per write window. Deletes reports whose pod's TTL has run out.
 //!
 //! # Guarantees
-//! - Nothing is written while the leader's fence is closed, and every write is bounded in
+//! - Nothing is written while the leader's fence (or the pod's shard's) is closed, and every write is bounded in
 //!   time so that it ends before another replica may take the lease over.
 //! - When the apiserver cannot be reached, the window's writes not yet started are put back and
 //!   retried within seconds, not fired at a server that is down. Those already in flight (up
@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use super::leader::Fence;
 use super::owners::OwnerLookup;
+use super::shards::Ownership;
 use super::store::{DirtyReport, Store, WriteOutcome};
 use crate::crd::PodLifecycle;
 use crate::lifecycle::workload::label_value;
@@ -29,10 +30,31 @@ const FIELD_MANAGER: &str = "podlife-operator";
 /// open 10k requests, and within the apiserver's default share for one client's flows.
 pub const WRITE_CONCURRENCY: usize = 16;
 
+/// What must hold for a report to be written.
+pub enum WriteGate {
+    /// No election: always.
+    Open,
+    /// The leader's fence is open.
+    Leader(Arc<Fence>),
+    /// The fence of the pod's shard is open.
+    Shards(Arc<Ownership>),
+}
+
+impl WriteGate {
+    /// `uid` `None`: whether any write may start at all.
+    fn allows(&self, uid: Option<&str>, now: Instant) -> bool {
+        match (self, uid) {
+            (WriteGate::Open, _) | (WriteGate::Shards(_), None) => true,
+            (WriteGate::Leader(fence), _) => fence.allows(now),
+            (WriteGate::Shards(ownership), Some(uid)) => ownership.allows(uid, now),
+        }
+    }
+}
+
 pub struct Writer {
     client: Client,
     store: Arc<Store>,
-    fence: Option<Arc<Fence>>,
+    gate: WriteGate,
     timeout: Duration,
     fenced_logged: bool,
     owners: OwnerLookup,
@@ -46,13 +68,13 @@ enum WriteError {
 }
 
 impl Writer {
-    pub fn new(client: Client, store: Arc<Store>, fence: Option<Arc<Fence>>, timeout: Duration) -> Self {
+    pub fn new(client: Client, store: Arc<Store>, gate: WriteGate, timeout: Duration) -> Self {
         let owners = OwnerLookup::new(client.clone(), timeout);
-        Writer { client, store, fence, timeout, fenced_logged: false, owners }
+        Writer { client, store, gate, timeout, fenced_logged: false, owners }
     }
 
-    fn may_write(&mut self) -> bool {
-        let open = self.fence.as_ref().is_none_or(|f| f.allows(Instant::now()));
+    fn may_write(&mut self, uid: Option<&str>) -> bool {
+        let open = self.gate.allows(uid, Instant::now());
         if !open && !std::mem::replace(&mut self.fenced_logged, true) {
             tracing::warn!("the lease fence is closed: not writing until it is renewed");
         }
@@ -66,7 +88,7 @@ impl Writer {
     /// apiserver round trip (two for a new report); one at a time, 1k pods changing every 5 s already outran the
     /// window (66 writes/s, p99 from change to write 16 s, `e2e/bench/scale`).
     pub async fn flush(&mut self) {
-        if !self.may_write() {
+        if !self.may_write(None) {
             return;
         }
         let mut batch = self.store.take_dirty(Instant::now());
@@ -78,8 +100,13 @@ impl Writer {
         loop {
             while !stopped && in_flight.len() < WRITE_CONCURRENCY {
                 let Some(report) = waiting.next() else { break };
-                if !self.may_write() {
+                if !self.may_write(Some(&report.uid)) {
                     self.store.requeue([report.uid]);
+                    all_written = false;
+                    // A closed shard fence holds back only its own pods.
+                    if matches!(self.gate, WriteGate::Shards(_)) {
+                        continue;
+                    }
                     stopped = true;
                     break;
                 }
@@ -136,7 +163,7 @@ impl Writer {
     /// time like a write; a failed deletion stays for the next round.
     pub async fn expire_deleted(&mut self) {
         for (uid, namespace) in self.store.take_expired(jiff::Timestamp::now()) {
-            if !self.may_write() {
+            if !self.may_write(Some(&uid)) {
                 return;
             }
             let api: Api<PodLifecycle> = Api::namespaced(self.client.clone(), &namespace);

@@ -40,7 +40,8 @@ const RECOVERY_BOUND: Duration = Duration::from_secs(10);
 #[command(about = "Injects faults while a workload runs and audits every PodLifecycle report against an independent recording")]
 struct Args {
     /// `full`: every fault --runs times, in both selection modes. `short`: CI's run, under 10
-    /// minutes: namespaces mode, operator SIGKILL, one forced 410 and one leader fail-over.
+    /// minutes: namespaces mode, operator SIGKILL, one forced 410, one leader fail-over, and
+    /// one sharded replica killed and one joining.
     #[arg(long, default_value = "full", value_parser = ["full", "short"])]
     profile: String,
     /// Injections per fault (default: 3 in full, 1 in short).
@@ -50,7 +51,7 @@ struct Args {
     #[arg(long, value_delimiter = ',')]
     modes: Vec<String>,
     /// Only these faults (names as in the table: operator-kill, apiserver, etcd, containerd,
-    /// kubelet, watch-expiry, leader-kill, lease-takeover).
+    /// kubelet, watch-expiry, leader-kill, lease-takeover, shard-kill, shard-join).
     #[arg(long, value_delimiter = ',')]
     faults: Vec<String>,
     /// Seconds from one injection to the next: each fault's window.
@@ -71,13 +72,17 @@ enum Fault {
     Kubelet,
     LeaderKill,
     LeaseTakeover,
+    ShardKill,
+    ShardJoin,
     /// Not a fault: the graceful hand-over from one replica to two elected ones, measured
     /// like one so that what happens meanwhile is not charged to the fault before it.
     Switch,
+    /// Not a fault either: the hand-over to three sharded replicas.
+    ShardSwitch,
 }
 
 impl Fault {
-    const ALL: [Fault; 8] = [
+    const ALL: [Fault; 10] = [
         Fault::OperatorKill,
         Fault::WatchExpiry,
         Fault::Apiserver,
@@ -86,6 +91,8 @@ impl Fault {
         Fault::Kubelet,
         Fault::LeaderKill,
         Fault::LeaseTakeover,
+        Fault::ShardKill,
+        Fault::ShardJoin,
     ];
 
     fn key(self) -> &'static str {
@@ -98,7 +105,10 @@ impl Fault {
             Fault::Kubelet => "kubelet",
             Fault::LeaderKill => "leader-kill",
             Fault::LeaseTakeover => "lease-takeover",
+            Fault::ShardKill => "shard-kill",
+            Fault::ShardJoin => "shard-join",
             Fault::Switch => "switch",
+            Fault::ShardSwitch => "shard-switch",
         }
     }
 
@@ -112,14 +122,32 @@ impl Fault {
             Fault::Kubelet => "restart the kubelet",
             Fault::LeaderKill => "SIGKILL the leader (2 replicas)",
             Fault::LeaseTakeover => "lease taken over by hand",
+            Fault::ShardKill => "SIGKILL one of three sharded replicas",
+            Fault::ShardJoin => "a replica joins the sharded ones (live re-shard)",
             Fault::Switch => "(hand-over: one replica stopped, two elected started)",
+            Fault::ShardSwitch => "(hand-over: the replicas stopped, three sharded started)",
         }
     }
 
-    /// Needs two replicas with leader election.
-    fn elected(self) -> bool {
-        matches!(self, Fault::LeaderKill | Fault::LeaseTakeover)
+    /// How podlife must run for this fault.
+    fn needs(self) -> Setup {
+        match self {
+            Fault::LeaderKill | Fault::LeaseTakeover => Setup::Elected,
+            Fault::ShardKill | Fault::ShardJoin => Setup::Sharded,
+            _ => Setup::Single,
+        }
     }
+}
+
+/// How podlife runs during a phase of the suite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Setup {
+    /// One replica, no election.
+    Single,
+    /// Two replicas with leader election.
+    Elected,
+    /// Three replicas sharing the pods through shard Leases.
+    Sharded,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,7 +227,11 @@ async fn main() {
             .collect()
     };
     let faults: Vec<Fault> = if args.faults.is_empty() {
-        if short { vec![Fault::OperatorKill, Fault::WatchExpiry, Fault::LeaderKill] } else { Fault::ALL.to_vec() }
+        if short {
+            vec![Fault::OperatorKill, Fault::WatchExpiry, Fault::LeaderKill, Fault::ShardKill, Fault::ShardJoin]
+        } else {
+            Fault::ALL.to_vec()
+        }
     } else {
         args.faults
             .iter()
@@ -307,30 +339,40 @@ async fn run_mode(client: &Client, mode: Mode, faults: &[Fault], runs: u32, spac
     log("workload started; warming up for 40 s so that every pod has restarted at least once");
     tokio::time::sleep(Duration::from_secs(40)).await;
     let mut injections = Vec::new();
-    let plain: Vec<Fault> = faults.iter().copied().filter(|f| !f.elected()).collect();
-    let elected: Vec<Fault> = faults.iter().copied().filter(|f| f.elected()).collect();
-    for (phase, list) in [(false, plain), (true, elected)] {
+    for setup in [Setup::Single, Setup::Elected, Setup::Sharded] {
+        let list: Vec<Fault> = faults.iter().copied().filter(|f| f.needs() == setup).collect();
         if list.is_empty() {
             continue;
         }
-        if phase {
-            log("switching to two replicas with leader election");
+        if setup != Setup::Single {
             let started = Timestamp::now();
             ops.stop_all();
             ops.lease_namespace = Some(namespaces[0].clone());
-            ops.spawn()?;
-            ops.spawn()?;
-            let Some((_, back)) = ops.wait_leader(client, None, Duration::from_secs(60)).await else {
-                return Err("no replica became leader within 60 s".into());
+            let back = if setup == Setup::Elected {
+                log("switching to two replicas with leader election");
+                ops.spawn()?;
+                ops.spawn()?;
+                let Some((_, back)) = ops.wait_leader(client, None, Duration::from_secs(60)).await else {
+                    return Err("no replica became leader within 60 s".into());
+                };
+                back
+            } else {
+                log(format!("switching to three replicas sharing {} shards", operators::SHARDS));
+                ops.shards = Some(operators::SHARDS);
+                for _ in 0..3 {
+                    ops.spawn()?;
+                }
+                ops.wait_sharded(client, &namespaces, (None, None), Duration::from_secs(90)).await?
             };
             let (recovered, note) = recovery(client, &namespaces, back).await;
-            injections.push(Injection { fault: Fault::Switch, started, back: Some(back), recovery: recovered, note });
+            let fault = if setup == Setup::Elected { Fault::Switch } else { Fault::ShardSwitch };
+            injections.push(Injection { fault, started, back: Some(back), recovery: recovered, note });
             tokio::time::sleep(Duration::from_secs(10)).await;
         }
         for _ in 0..runs {
             for fault in &list {
                 let next = Instant::now() + spacing;
-                let mut inj = inject(client, &proxy, &mut ops, *fault).await;
+                let mut inj = inject(client, &proxy, &mut ops, *fault, &namespaces).await;
                 if let Some(back) = inj.back {
                     let (seconds, waited) = recovery(client, &namespaces, back).await;
                     inj.recovery = seconds;
@@ -429,7 +471,7 @@ async fn metric(replica: &operators::Replica, name: &str) -> f64 {
     replica.metrics().await.lines().filter(|l| l.starts_with(name)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
 }
 
-async fn inject(client: &Client, proxy: &proxy::Proxy, ops: &mut operators::Operators, fault: Fault) -> Injection {
+async fn inject(client: &Client, proxy: &proxy::Proxy, ops: &mut operators::Operators, fault: Fault, namespaces: &[String]) -> Injection {
     let started = Timestamp::now();
     let mut inj = Injection { fault, started, back: None, recovery: None, note: String::new() };
     let component = match fault {
@@ -530,6 +572,37 @@ async fn inject(client: &Client, proxy: &proxy::Proxy, ops: &mut operators::Oper
             // The killed replica comes back as a standby, as its Deployment would bring it.
             if let Err(e) = ops.spawn() {
                 inj.note.push_str(&format!("; {e}"));
+            }
+        }
+        Fault::ShardKill => {
+            let Some(r) = ops.replicas.first_mut() else {
+                inj.note = "no replica to kill".into();
+                return inj;
+            };
+            let killed = r.identity.clone();
+            inj.note = format!("killed {killed} (pid {})", r.pid());
+            r.kill();
+            ops.replicas.remove(0);
+            match ops.wait_sharded(client, namespaces, (Some(killed.as_str()), None), Duration::from_secs(90)).await {
+                Ok(at) => inj.back = Some(at),
+                Err(e) => inj.note.push_str(&format!("; {e}")),
+            }
+        }
+        Fault::ShardJoin => {
+            match ops.spawn() {
+                Ok(_) => inj.note = format!("{} joined", ops.replicas.last().map_or("", |r| r.identity.as_str())),
+                Err(e) => {
+                    inj.note = e;
+                    return inj;
+                }
+            }
+            let joined = ops.replicas.last().map(|r| r.identity.clone()).unwrap_or_default();
+            match ops.wait_sharded(client, namespaces, (None, Some(joined.as_str())), Duration::from_secs(90)).await {
+                Ok(at) => {
+                    inj.back = Some(at);
+                    inj.note.push_str(&format!("; shards now {:?}", ops.shard_holders(client).await));
+                }
+                Err(e) => inj.note.push_str(&format!("; {e}")),
             }
         }
         Fault::LeaseTakeover => {

@@ -328,6 +328,19 @@ async fn the_charts_rbac_is_the_documented_minimum() {
         );
         drop(cluster_wide);
 
+        // Sharded: the Leases of the members and shards are listed each round, and a member
+        // that left is deleted; nothing else changes.
+        let sharded = ChartRbac::apply(&ns, &version, "sh", &["sharding.enabled=true", "leaderElection.enabled=false"]);
+        let lease_verbs: &[&str] = &["get", "list", "create", "update", "delete"];
+        let observe_sharded: std::collections::BTreeSet<(String, String)> = observe
+            .iter()
+            .filter(|(r, _)| r != "leases.coordination.k8s.io")
+            .cloned()
+            .chain(pairs(&[("leases.coordination.k8s.io", lease_verbs)]))
+            .collect();
+        assert_eq!(without(sharded.grants(&ns.name)), observe_sharded, "sharded");
+        drop(sharded);
+
         let cluster_wide = ChartRbac::apply(&ns, &version, "cwx", &["experiments.enabled=true"]);
         assert_eq!(without(cluster_wide.grants(&ns.name)), experiments, "experiments cluster-wide");
         drop(cluster_wide);
