@@ -196,12 +196,6 @@ impl Elector {
         Decision::Update(next.spec())
     }
 
-    /// How long the record last decided on has stood unchanged, on this replica's clock.
-    #[must_use]
-    pub fn unchanged_for(&self, now: Instant) -> Duration {
-        self.observed.as_ref().map_or(Duration::ZERO, |(_, at)| now.saturating_duration_since(*at))
-    }
-
     /// After a successful create or update: this replica wrote `spec` at `now`.
     pub fn wrote(&mut self, spec: &LeaseSpec, now: Instant) {
         self.observed = Some((Record::of(Some(spec)), now));

@@ -185,8 +185,15 @@ pub async fn run(client: Client, config: OperatorConfig, mut shutdown: watch::Re
             (Some(c), Some(fence)) => {
                 let (lost_tx, lost_rx) = watch::channel(false);
                 let (stop_tx, stop_rx) = watch::channel(false);
-                let term =
-                    Term { client: &client, config: &config, metrics: &metrics, health: &health, fence: Some(&fence), ownership: None };
+                let term = Term {
+                    client: &client,
+                    config: &config,
+                    metrics: &metrics,
+                    health: &health,
+                    fence: Some(&fence),
+                    ownership: None,
+                    publish: None,
+                };
                 // Both run to their end: the term stops on a lost lease, the renewals when the
                 // term is over. Cancelling the term midway would leave its watchers running.
                 let leading = async {
@@ -197,7 +204,15 @@ pub async fn run(client: Client, config: OperatorConfig, mut shutdown: watch::Re
                 tokio::join!(leading, keep_renewing(c, &fence, &metrics, lost_tx, stop_rx)).0
             }
             _ => {
-                let term = Term { client: &client, config: &config, metrics: &metrics, health: &health, fence: None, ownership: None };
+                let term = Term {
+                    client: &client,
+                    config: &config,
+                    metrics: &metrics,
+                    health: &health,
+                    fence: None,
+                    ownership: None,
+                    publish: None,
+                };
                 // Without election the lease can never be lost: the sender stays alive.
                 let (_never_lost, not_lost) = watch::channel(false);
                 term.lead(&mut shutdown, not_lost).await
@@ -238,7 +253,7 @@ async fn run_sharded(
         health.set_synced(true);
         let mut rounds_here = 0;
         loop {
-            match keeper.round().await {
+            match tokio::time::timeout(retry, keeper.round()).await.unwrap_or_else(|_| Err(shards::Error::TimedOut)) {
                 Ok(outcome) => {
                     keeper.release(&outcome.excess).await;
                     let held = keeper.held_count();
@@ -254,16 +269,17 @@ async fn run_sharded(
             rounds_here += 1;
             tokio::select! {
                 () = tokio::time::sleep(retry) => {}
-                _ = shutdown.changed() => if *shutdown.borrow() {
-                    keeper.leave().await;
+                // A dropped sender counts as shutdown too; otherwise this would spin.
+                changed = shutdown.changed() => if changed.is_err() || *shutdown.borrow() {
+                    leave(&mut keeper, retry).await;
                     return;
                 },
             }
         }
-        let ownership = Arc::new(keeper.ownership());
+        let ownership = Arc::new(keeper.start_term());
         let (reshard_tx, reshard_rx) = watch::channel(false);
         let (stop_tx, stop_rx) = watch::channel(false);
-        let term = Term { client, config, metrics, health, fence: None, ownership: Some(ownership) };
+        let term = Term { client, config, metrics, health, fence: None, ownership: Some(ownership), publish: Some(keeper.publisher()) };
         metrics.leader.set(1);
         let leading = async {
             let end = term.lead(shutdown, reshard_rx).await;
@@ -272,12 +288,21 @@ async fn run_sharded(
         };
         let (end, ()) = tokio::join!(leading, keep_sharding(&mut keeper, metrics, reshard_tx, stop_rx));
         metrics.leader.set(0);
+        keeper.end_term();
         if matches!(end, TermEnd::Shutdown) {
-            keeper.leave().await;
+            leave(&mut keeper, retry).await;
             metrics.shards_held.set(0);
             return;
         }
         metrics.lease("resharded");
+    }
+}
+
+/// Gives every shard and the membership back, bounded: a slow apiserver must not hold the
+/// shutdown past the pod's grace period (the Leases then expire by themselves).
+async fn leave(keeper: &mut shards::Keeper, retry: Duration) {
+    if tokio::time::timeout(retry * 3, keeper.leave()).await.is_err() {
+        tracing::warn!("could not give the shards back in time: they expire by themselves");
     }
 }
 
@@ -383,6 +408,8 @@ struct Term<'a> {
     fence: Option<&'a Arc<leader::Fence>>,
     /// Sharded: the shards this term records.
     ownership: Option<Arc<shards::Ownership>>,
+    /// Sharded: where each complete write window's positions go, for the shard Leases.
+    publish: Option<Arc<std::sync::Mutex<shards::Positions>>>,
 }
 
 impl Term<'_> {
@@ -437,6 +464,9 @@ impl Term<'_> {
             tokio::select! {
                 _ = writes.tick() => {
                     writer.flush().await;
+                    if let Some(publish) = &self.publish {
+                        *crate::lock(publish) = store.clean_positions();
+                    }
                     let stale = self.health.stale(Instant::now());
                     for watch in ["pods", "events"] {
                         let gauge = self.metrics.watch_stale.get_or_create(&metrics::WatchLabels { watch: watch.into() });

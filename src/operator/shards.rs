@@ -7,6 +7,10 @@
 //! - one Lease per shard (`NAME-shard-K-of-N`): shard K covers the K-th of N equal ranges of
 //!   the 64-bit FNV-1a hash of the pod UID.
 //!
+//! Each shard Lease also carries where its holder's watches stood at its last write window
+//! that left nothing unwritten ([`RESUME_ANNOTATION`]), renewed every round: the next holder
+//! resumes from there (or a newer report), even for a shard whose pods have been quiet.
+//!
 //! Every replica aims for `ceil(N / live members)` shards. It takes shards that are free
 //! (released, or unrenewed for their duration) while below that, and gives back those above
 //! it, so a replica that joins or leaves re-shards the others live, without a restart. The
@@ -51,6 +55,13 @@ pub const GROUP_LABEL: &str = "podlife.io/lease-group";
 pub const ROLE_LABEL: &str = "podlife.io/lease-role";
 /// On member Leases: the shard count the member runs with.
 pub const SHARDS_ANNOTATION: &str = "podlife.io/shards";
+/// On shard Leases: where the holder's pod watches stood at its last write window that left
+/// nothing unwritten (JSON, scope to resourceVersion; `""` is the whole cluster). Renewed every
+/// round, so a quiet shard's hand-over resumes from seconds ago, not from its last report.
+pub const RESUME_ANNOTATION: &str = "podlife.io/resume-from";
+
+/// Watch positions by scope key (`""`: the cluster; else a namespace).
+pub type Positions = BTreeMap<String, u64>;
 
 /// The shard of a pod UID among `shards`: the range its hash falls in.
 #[must_use]
@@ -91,12 +102,21 @@ pub fn target(shards: u32, members: usize) -> usize {
 pub struct Ownership {
     shards: u32,
     fences: BTreeMap<u32, Arc<Fence>>,
+    /// Per shard, the position its Lease says everything before was written.
+    resume: BTreeMap<u32, Positions>,
 }
 
 impl Ownership {
+    /// With the positions each shard's Lease carries.
     #[must_use]
-    pub fn new(shards: u32, fences: BTreeMap<u32, Arc<Fence>>) -> Self {
-        Ownership { shards, fences }
+    pub fn new(shards: u32, fences: BTreeMap<u32, Arc<Fence>>, resume: BTreeMap<u32, Positions>) -> Self {
+        Ownership { shards, fences, resume }
+    }
+
+    /// Per held shard, the resume positions its Lease carries.
+    #[must_use]
+    pub fn resume(&self) -> &BTreeMap<u32, Positions> {
+        &self.resume
     }
 
     #[must_use]
@@ -157,6 +177,8 @@ impl RoundOutcome {
 /// Errors of one round; all are retried at the next.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    #[error("a round took longer than the retry period")]
+    TimedOut,
     #[error("listing the shard leases in {namespace}")]
     List {
         namespace: String,
@@ -174,13 +196,19 @@ pub struct Keeper {
     cfg: ShardConfig,
     member: Elector,
     /// Other members' Leases, by name, each judged alive by whether it changes.
-    others: HashMap<String, Elector>,
+    others: HashMap<String, MemberView>,
     shard_electors: Vec<Elector>,
     /// The shards held, each with the fence its writes check.
     held: BTreeMap<u32, Arc<Fence>>,
-    /// The Leases as last listed, by name: releases are guarded by their resourceVersion.
+    /// The Leases as last listed or written, by name: releases are guarded by their
+    /// resourceVersion.
     listed: HashMap<String, Lease>,
     rounds: u64,
+    /// The shards the running term records (empty between terms): only their Leases may carry
+    /// the term's positions, which say nothing of a shard taken since.
+    term_shards: Vec<u32>,
+    /// The running term's clean positions, published after each complete write window.
+    published: Arc<std::sync::Mutex<Positions>>,
 }
 
 impl Keeper {
@@ -195,6 +223,8 @@ impl Keeper {
             held: BTreeMap::new(),
             listed: HashMap::new(),
             rounds: 0,
+            term_shards: Vec::new(),
+            published: Arc::default(),
             cfg,
         }
     }
@@ -212,10 +242,38 @@ impl Keeper {
         format!("{}-shard-{k}-of-{}", self.cfg.lease.name, self.cfg.shards)
     }
 
-    /// The shards held now, for a new term.
+    /// The shards held now, for a new term, with the positions their Leases carry. From now
+    /// until [`Keeper::end_term`], renewals carry what the term publishes.
+    pub fn start_term(&mut self) -> Ownership {
+        let mut resume = BTreeMap::new();
+        for &k in self.held.keys() {
+            let carried =
+                self.listed.get(&self.shard_name(k)).and_then(|l| l.metadata.annotations.as_ref()?.get(RESUME_ANNOTATION).cloned());
+            if let Some(positions) = carried.and_then(|json| serde_json::from_str::<Positions>(&json).ok()) {
+                resume.insert(k, positions);
+            }
+        }
+        let fences = self.held.iter().map(|(k, f)| (*k, Arc::clone(f))).collect();
+        let ownership = Ownership::new(self.cfg.shards, fences, resume);
+        self.term_shards = self.held.keys().copied().collect();
+        self.end_publishing();
+        ownership
+    }
+
+    /// The term is over: renewals carry no positions until the next term publishes its own.
+    pub fn end_term(&mut self) {
+        self.term_shards.clear();
+        self.end_publishing();
+    }
+
+    fn end_publishing(&self) {
+        crate::lock(&self.published).clear();
+    }
+
+    /// Where the running term publishes its clean positions.
     #[must_use]
-    pub fn ownership(&self) -> Ownership {
-        Ownership::new(self.cfg.shards, self.held.iter().map(|(k, f)| (*k, Arc::clone(f))).collect())
+    pub fn publisher(&self) -> Arc<std::sync::Mutex<Positions>> {
+        Arc::clone(&self.published)
     }
 
     #[must_use]
@@ -241,22 +299,28 @@ impl Keeper {
         move |source| Error::Lease(super::leader::Error::Write { namespace, name, source })
     }
 
-    /// Creates or replaces (guarded by `current`'s resourceVersion) one of our Leases.
-    /// `Ok(false)`: another replica wrote it first.
+    /// Creates or replaces (guarded by `current`'s resourceVersion) one of our Leases, with
+    /// `resume` as its positions if given (else it keeps those it has). `Ok(None)`: another
+    /// replica wrote it first; `Ok(Some(lease))`: the Lease as stored, for the next guard.
     async fn write(
         &self,
         name: &str,
         current: Option<&Lease>,
         spec: k8s_openapi::api::coordination::v1::LeaseSpec,
         role: &str,
-    ) -> Result<bool, Error> {
+        resume: Option<&str>,
+    ) -> Result<Option<Lease>, Error> {
         let mut lease = current.cloned().unwrap_or_default();
         lease.metadata.name = Some(name.to_string());
         let labels = lease.metadata.labels.get_or_insert_with(Default::default);
         labels.insert(GROUP_LABEL.into(), self.cfg.lease.name.clone());
         labels.insert(ROLE_LABEL.into(), role.into());
+        let annotations = lease.metadata.annotations.get_or_insert_with(Default::default);
         if role == "member" {
-            lease.metadata.annotations.get_or_insert_with(Default::default).insert(SHARDS_ANNOTATION.into(), self.cfg.shards.to_string());
+            annotations.insert(SHARDS_ANNOTATION.into(), self.cfg.shards.to_string());
+        }
+        if let Some(resume) = resume {
+            annotations.insert(RESUME_ANNOTATION.into(), resume.to_string());
         }
         lease.spec = Some(spec);
         let result = match current {
@@ -264,10 +328,15 @@ impl Keeper {
             Some(_) => self.api.replace(name, &PostParams::default(), &lease).await,
         };
         match result {
-            Ok(_) => Ok(true),
-            Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+            Ok(stored) => Ok(Some(stored)),
+            Err(kube::Error::Api(e)) if e.code == 409 => Ok(None),
             Err(e) => Err(self.write_err(name)(e)),
         }
+    }
+
+    /// After a write: the stored Lease guards the next one.
+    fn stored(&mut self, name: &str, lease: Lease) {
+        self.listed.insert(name.to_string(), lease);
     }
 
     /// One round: renew the member and the held shards, judge the other members, take free
@@ -289,11 +358,16 @@ impl Keeper {
         let me = self.member_name();
         let current = self.listed.get(&me).cloned();
         match self.member.decide(current.as_ref(), now, wall) {
-            Decision::Create(spec) | Decision::Update(spec) => match self.write(&me, current.as_ref(), spec.clone(), "member").await {
-                Ok(true) => self.member.wrote(&spec, Instant::now()),
-                Ok(false) => {}
-                Err(e) => tracing::warn!(error = %e, "could not renew the member lease"),
-            },
+            Decision::Create(spec) | Decision::Update(spec) => {
+                match self.write(&me, current.as_ref(), spec.clone(), "member", None).await {
+                    Ok(Some(stored)) => {
+                        self.member.wrote(&spec, Instant::now());
+                        self.stored(&me, stored);
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(error = %e, "could not renew the member lease"),
+                }
+            }
             Decision::HeldElsewhere { holder, .. } => {
                 tracing::error!(%holder, lease = %me, "another replica holds this replica's member lease: is the identity unique?");
             }
@@ -304,10 +378,12 @@ impl Keeper {
         let mut members = 1;
         let mut layout_conflict = false;
         let mut stale = Vec::new();
+        let first_look = self.cfg.lease.retry_period * 2;
         for (name, lease) in self.listed.iter().filter(|(n, _)| n.starts_with(&prefix) && **n != me) {
-            let elector = self.others.entry(name.clone()).or_insert_with(|| Elector::new(self.cfg.lease.clone()));
-            match elector.decide(Some(lease), now, wall) {
-                Decision::HeldElsewhere { .. } => {
+            let view = self.others.entry(name.clone()).or_insert_with(|| MemberView::new(now));
+            view.saw(lease.metadata.resource_version.as_deref().unwrap_or_default(), now);
+            match view.liveness(now, self.cfg.lease.lease_duration, first_look, lease_released(lease)) {
+                Liveness::Live => {
                     members += 1;
                     let theirs = lease.metadata.annotations.as_ref().and_then(|a| a.get(SHARDS_ANNOTATION)).and_then(|s| s.parse().ok());
                     if theirs.is_some_and(|n: u32| n != self.cfg.shards) {
@@ -315,11 +391,8 @@ impl Keeper {
                         tracing::error!(member = %name, theirs = ?theirs, ours = self.cfg.shards, "a live member runs with another shard count: taking no shards until it is gone");
                     }
                 }
-                // Released, or unrenewed for its duration (and then some): gone.
-                _ if elector.unchanged_for(now) >= self.cfg.lease.lease_duration * 4 || lease_released(lease) => {
-                    stale.push((name.clone(), lease.metadata.resource_version.clone()));
-                }
-                _ => {}
+                Liveness::Gone => stale.push((name.clone(), lease.metadata.resource_version.clone())),
+                Liveness::NotCounted => {}
             }
         }
         self.others.retain(|name, _| self.listed.contains_key(name));
@@ -333,11 +406,15 @@ impl Keeper {
         let target = if layout_conflict { 0 } else { target(self.cfg.shards, members) };
 
         let mut outcome = RoundOutcome { members, target, ..RoundOutcome::default() };
-        for k in 0..self.cfg.shards {
+        let mut renewals = Vec::new();
+        let mut free = Vec::new();
+        // Each replica looks at the free shards from its own starting point, so that replicas
+        // starting together do not all race for shard 0 first.
+        let offset = shard_of(&self.cfg.lease.identity, self.cfg.shards);
+        for k in (0..self.cfg.shards).map(|i| (i + offset) % self.cfg.shards) {
             let name = self.shard_name(k);
             let current = self.listed.get(&name).cloned();
-            let decision = self.shard_electors[k as usize].decide(current.as_ref(), now, wall);
-            match decision {
+            match self.shard_electors[k as usize].decide(current.as_ref(), now, wall) {
                 Decision::HeldElsewhere { holder, .. } => {
                     if let Some(fence) = self.held.remove(&k) {
                         fence.close();
@@ -345,26 +422,53 @@ impl Keeper {
                         outcome.lost.push(k);
                     }
                 }
-                Decision::Create(spec) | Decision::Update(spec) => {
-                    let renewing = self.held.contains_key(&k);
-                    // A shard recorded as ours from an earlier run of this identity is taken
-                    // like a free one: nothing of it is held in memory.
-                    if !renewing && (self.rounds < 2 || self.held.len() >= target) {
-                        continue;
+                Decision::Create(spec) | Decision::Update(spec) if self.held.contains_key(&k) => renewals.push((k, name, current, spec)),
+                // A shard recorded as ours from an earlier run of this identity is taken like a
+                // free one: nothing of it is held in memory.
+                Decision::Create(spec) | Decision::Update(spec) => free.push((k, name, current, spec)),
+            }
+        }
+        // Renewals first and all at once: a round is bounded by the retry period, and a shard
+        // renewed late (or not at all) closes its fence.
+        let published = {
+            let positions = crate::lock(&self.published);
+            (!positions.is_empty()).then(|| serde_json::to_string(&*positions).unwrap_or_default())
+        };
+        let results = futures::future::join_all(renewals.iter().map(|(k, name, current, spec)| {
+            let resume = published.as_deref().filter(|_| self.term_shards.contains(k));
+            self.write(name, current.as_ref(), spec.clone(), "shard", resume)
+        }))
+        .await;
+        for ((k, name, _, spec), result) in renewals.into_iter().zip(results) {
+            match result {
+                Ok(Some(stored)) => {
+                    self.shard_electors[k as usize].wrote(&spec, Instant::now());
+                    if let Some(fence) = self.held.get(&k) {
+                        fence.renewed(sent);
                     }
-                    match self.write(&name, current.as_ref(), spec.clone(), "shard").await {
-                        Ok(true) => {
-                            self.shard_electors[k as usize].wrote(&spec, Instant::now());
-                            let renew_deadline = self.cfg.lease.renew_deadline;
-                            self.held.entry(k).or_insert_with(|| Arc::new(Fence::new(renew_deadline))).renewed(sent);
-                            if !renewing {
-                                outcome.gained.push(k);
-                            }
-                        }
-                        Ok(false) => {}
-                        Err(e) => tracing::warn!(error = %e, shard = k, "shard lease write failed; retrying"),
-                    }
+                    self.stored(&name, stored);
                 }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, shard = k, "shard lease renewal failed; retrying"),
+            }
+        }
+        // Then free shards, while below the target (not in the first round: replicas starting
+        // together should see each other first). The Lease keeps its last holder's positions.
+        for (k, name, current, spec) in free {
+            if self.rounds < 2 || self.held.len() >= target {
+                break;
+            }
+            match self.write(&name, current.as_ref(), spec.clone(), "shard", None).await {
+                Ok(Some(stored)) => {
+                    self.shard_electors[k as usize].wrote(&spec, Instant::now());
+                    let fence = Arc::new(Fence::new(self.cfg.lease.renew_deadline));
+                    fence.renewed(sent);
+                    self.held.insert(k, fence);
+                    self.stored(&name, stored);
+                    outcome.gained.push(k);
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, shard = k, "taking a shard failed; retrying"),
             }
         }
         // A held shard whose renewals have failed for the renew deadline is lost.
@@ -383,9 +487,12 @@ impl Keeper {
             let name = self.shard_name(k);
             let Some(current) = self.listed.get(&name).cloned() else { continue };
             let Some(spec) = self.shard_electors[k as usize].release(&current, Timestamp::now()) else { continue };
-            match self.write(&name, Some(&current), spec, "shard").await {
-                Ok(true) => tracing::info!(shard = k, "released a shard"),
-                Ok(false) => tracing::warn!(shard = k, "could not release a shard: it changed meanwhile"),
+            match self.write(&name, Some(&current), spec, "shard", None).await {
+                Ok(Some(stored)) => {
+                    tracing::info!(shard = k, "released a shard");
+                    self.stored(&name, stored);
+                }
+                Ok(None) => tracing::warn!(shard = k, "could not release a shard: it changed meanwhile; it expires by itself"),
                 Err(e) => tracing::warn!(error = %e, shard = k, "could not release a shard; it expires by itself"),
             }
         }
@@ -403,10 +510,69 @@ impl Keeper {
         let me = self.member_name();
         if let Some(current) = self.listed.get(&me).cloned()
             && let Some(spec) = self.member.release(&current, Timestamp::now())
-            && let Err(e) = self.write(&me, Some(&current), spec, "member").await
+            && let Err(e) = self.write(&me, Some(&current), spec, "member", None).await
         {
             tracing::warn!(error = %e, "could not release the member lease");
         }
+    }
+}
+
+/// Whether another member counts towards the number the shards are divided by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    Live,
+    /// Not renewed lately (or only just seen and not renewed yet): not counted, but its Lease
+    /// stays, in case it is only slow.
+    NotCounted,
+    /// Released, or unrenewed for four lease durations: its Lease can be removed.
+    Gone,
+}
+
+/// What this replica has seen of another member's Lease, on its own clock.
+///
+/// Member counts only size each replica's share: a member counted by mistake leaves shards
+/// unheld until it is no longer counted, one missed makes the others take a little more for
+/// a round. Shard ownership itself never depends on it (each shard Lease has its own expiry),
+/// so a record first seen here counts for two retry periods only, not a whole lease duration:
+/// a live member renews within one, and a replica that joins right after another was killed
+/// would otherwise count the dead one for 15 s and leave its share unheld.
+#[derive(Debug)]
+pub struct MemberView {
+    version: Option<String>,
+    first_seen: Instant,
+    /// When the record last changed while watched (`None`: not since first seen).
+    changed: Option<Instant>,
+}
+
+impl MemberView {
+    #[must_use]
+    pub fn new(now: Instant) -> Self {
+        MemberView { version: None, first_seen: now, changed: None }
+    }
+
+    /// The Lease as listed now, by its resourceVersion.
+    pub fn saw(&mut self, version: &str, now: Instant) {
+        match &self.version {
+            Some(v) if v == version => {}
+            Some(_) => {
+                self.version = Some(version.to_string());
+                self.changed = Some(now);
+            }
+            None => self.version = Some(version.to_string()),
+        }
+    }
+
+    #[must_use]
+    pub fn liveness(&self, now: Instant, lease_duration: std::time::Duration, first_look: std::time::Duration, released: bool) -> Liveness {
+        let since = now.saturating_duration_since(self.changed.unwrap_or(self.first_seen));
+        if released || since >= lease_duration * 4 {
+            return Liveness::Gone;
+        }
+        let live = match self.changed {
+            Some(_) => since < lease_duration,
+            None => since < first_look,
+        };
+        if live { Liveness::Live } else { Liveness::NotCounted }
     }
 }
 
@@ -472,7 +638,7 @@ mod tests {
         let fenced =
             uids.iter().find(|u| ![shard_of(a, 4), shard_of(elsewhere, 4)].contains(&shard_of(u, 4))).expect("a third shard").as_str();
         by_shard.insert(shard_of(fenced, 4), Arc::clone(&closed));
-        let o = Ownership::new(4, by_shard);
+        let o = Ownership::new(4, by_shard, BTreeMap::new());
         assert!(o.owns(a) && o.allows(a, t0));
         assert!(!o.owns(elsewhere) && !o.allows(elsewhere, t0));
         assert!(o.owns(fenced) && !o.allows(fenced, t0), "held but fenced");
@@ -486,5 +652,31 @@ mod tests {
         assert!(RoundOutcome { excess: vec![11], ..RoundOutcome::default() }.reshard());
         assert!(RoundOutcome { gained: vec![1], ..RoundOutcome::default() }.reshard());
         assert!(RoundOutcome { lost: vec![1], ..RoundOutcome::default() }.reshard());
+    }
+
+    #[test]
+    fn a_member_counts_while_it_renews_and_a_dead_one_only_briefly() {
+        // Defect this catches: a replica joining 2 s after another was killed counted the dead
+        // one for a whole lease duration (a record first seen is "fresh"), took 3 shards of
+        // 12 instead of 4, and left one unheld for 15 s (chaos shard-join, 08:37).
+        let (t0, lease, look) = (Instant::now(), Duration::from_secs(15), Duration::from_secs(4));
+        let s = Duration::from_secs;
+        let mut alive = MemberView::new(t0);
+        alive.saw("1", t0);
+        assert_eq!(alive.liveness(t0, lease, look, false), Liveness::Live, "counted from first sight");
+        alive.saw("2", t0 + s(2));
+        assert_eq!(alive.liveness(t0 + s(16), lease, look, false), Liveness::Live, "renewed at 2 s: live until 17 s");
+        assert_eq!(alive.liveness(t0 + s(17), lease, look, false), Liveness::NotCounted);
+        let mut dead = MemberView::new(t0);
+        dead.saw("7", t0);
+        dead.saw("7", t0 + s(3));
+        assert_eq!(dead.liveness(t0 + s(3), lease, look, false), Liveness::Live);
+        assert_eq!(
+            dead.liveness(t0 + s(4), lease, look, false),
+            Liveness::NotCounted,
+            "never renewed: not counted after two retry periods"
+        );
+        assert_eq!(dead.liveness(t0 + s(60), lease, look, false), Liveness::Gone, "four lease durations: its Lease goes");
+        assert_eq!(alive.liveness(t0 + s(3), lease, look, true), Liveness::Gone, "released on shutdown");
     }
 }
