@@ -247,9 +247,7 @@ impl Keeper {
     pub fn start_term(&mut self) -> Ownership {
         let mut resume = BTreeMap::new();
         for &k in self.held.keys() {
-            let carried =
-                self.listed.get(&self.shard_name(k)).and_then(|l| l.metadata.annotations.as_ref()?.get(RESUME_ANNOTATION).cloned());
-            if let Some(positions) = carried.and_then(|json| serde_json::from_str::<Positions>(&json).ok()) {
+            if let Some(positions) = carried_positions(self.listed.get(&self.shard_name(k))) {
                 resume.insert(k, positions);
             }
         }
@@ -430,14 +428,25 @@ impl Keeper {
         }
         // Renewals first and all at once: a round is bounded by the retry period, and a shard
         // renewed late (or not at all) closes its fence.
-        let published = {
-            let positions = crate::lock(&self.published);
-            (!positions.is_empty()).then(|| serde_json::to_string(&*positions).unwrap_or_default())
-        };
-        let results = futures::future::join_all(renewals.iter().map(|(k, name, current, spec)| {
-            let resume = published.as_deref().filter(|_| self.term_shards.contains(k));
-            self.write(name, current.as_ref(), spec.clone(), "shard", resume)
-        }))
+        let published = crate::lock(&self.published).clone();
+        // Per renewal, the positions the Lease will carry: what it carries now, each scope
+        // moved on to the term's own clean position where that is newer. A scope the term has
+        // not published yet keeps the previous holder's value, which the term resumed from.
+        let resumes: Vec<Option<String>> = renewals
+            .iter()
+            .map(|(k, _, current, _)| {
+                if published.is_empty() || !self.term_shards.contains(k) {
+                    return None;
+                }
+                serde_json::to_string(&merged_positions(carried_positions(current.as_ref()), &published)).ok()
+            })
+            .collect();
+        let results = futures::future::join_all(
+            renewals
+                .iter()
+                .zip(&resumes)
+                .map(|((_, name, current, spec), resume)| self.write(name, current.as_ref(), spec.clone(), "shard", resume.as_deref())),
+        )
         .await;
         for ((k, name, _, spec), result) in renewals.into_iter().zip(results) {
             match result {
@@ -515,6 +524,24 @@ impl Keeper {
             tracing::warn!(error = %e, "could not release the member lease");
         }
     }
+}
+
+/// The resume positions a shard Lease carries, if any (an unreadable value counts as none).
+fn carried_positions(lease: Option<&Lease>) -> Option<Positions> {
+    let json = lease?.metadata.annotations.as_ref()?.get(RESUME_ANNOTATION)?;
+    serde_json::from_str(json).ok()
+}
+
+/// What a renewed shard Lease carries: its positions, each scope moved on to the term's
+/// where newer. Both are true of the shard (the term resumed from the carried ones), so the
+/// newer is; a scope the term has not published yet keeps its value rather than vanishing.
+fn merged_positions(carried: Option<Positions>, published: &Positions) -> Positions {
+    let mut positions = carried.unwrap_or_default();
+    for (scope, at) in published {
+        let entry = positions.entry(scope.clone()).or_insert(*at);
+        *entry = (*entry).max(*at);
+    }
+    positions
 }
 
 /// Whether another member counts towards the number the shards are divided by.
@@ -678,5 +705,18 @@ mod tests {
         );
         assert_eq!(dead.liveness(t0 + s(60), lease, look, false), Liveness::Gone, "four lease durations: its Lease goes");
         assert_eq!(alive.liveness(t0 + s(3), lease, look, true), Liveness::Gone, "released on shutdown");
+    }
+
+    #[test]
+    fn a_renewal_keeps_the_positions_of_scopes_the_term_has_not_published() {
+        // Defect this catches (review of e5cbdb0): a renewal replaced the carried positions
+        // with the term's, so a namespace whose watch had not synced yet lost the previous
+        // holder's position, and the next holder resumed it from a later one.
+        let carried: Positions = [("a".to_string(), 100), ("b".to_string(), 100)].into_iter().collect();
+        let published: Positions = [("a".to_string(), 300), ("c".to_string(), 50)].into_iter().collect();
+        let merged = merged_positions(Some(carried), &published);
+        assert_eq!(merged, [("a".to_string(), 300), ("b".to_string(), 100), ("c".to_string(), 50)].into_iter().collect::<Positions>());
+        let older: Positions = [("a".to_string(), 90)].into_iter().collect();
+        assert_eq!(merged_positions(Some(merged.clone()), &older)["a"], 300, "never moved back");
     }
 }
