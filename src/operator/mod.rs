@@ -22,6 +22,7 @@ mod experiment;
 mod health;
 mod http;
 mod leader;
+mod lean_pod;
 mod metrics;
 mod owners;
 mod shards;
@@ -34,7 +35,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::{Event, Pod};
+use k8s_openapi::api::core::v1::Event;
 use kube::api::{DynamicObject, ListParams};
 use kube::core::ApiResource;
 use kube::runtime::WatchStreamExt;
@@ -45,6 +46,7 @@ use tokio::sync::watch;
 pub use experiment::ExperimentSettings;
 pub use health::WatchHealth;
 pub use leader::{ConfigError as LeaseConfigError, LeaseConfig};
+use lean_pod::LeanPod;
 pub use metrics::Metrics;
 pub use shards::{ShardConfig, shard_of};
 use store::Store;
@@ -589,7 +591,7 @@ fn report_value(object: DynamicObject) -> Result<serde_json::Value, String> {
 
 /// One pod watch: its API, the label selector (if any), and the scope its relists judge.
 struct PodWatch {
-    api: Api<Pod>,
+    api: Api<LeanPod>,
     labels: Option<String>,
     scope: Scope,
 }
@@ -648,8 +650,8 @@ async fn catch_up(w: &PodWatch, from: u64, until: u64, store: &Store) -> CatchUp
             let mut any = false;
             while let Some(event) = stream.next().await {
                 let (pod, deleted) = match event {
-                    Ok(WatchEvent::Added(p) | WatchEvent::Modified(p)) => (p, false),
-                    Ok(WatchEvent::Deleted(p)) => (p, true),
+                    Ok(WatchEvent::Added(LeanPod(p)) | WatchEvent::Modified(LeanPod(p))) => (p, false),
+                    Ok(WatchEvent::Deleted(LeanPod(p))) => (p, true),
                     Ok(WatchEvent::Bookmark(b)) => {
                         position = position.max(b.metadata.resource_version.parse().unwrap_or(position));
                         continue;
@@ -755,7 +757,7 @@ async fn watch_pods(client: Client, store: Arc<Store>, selection: Selection, hea
                         }
                         relist = Some(Vec::new());
                     }
-                    watcher::Event::InitApply(pod) => {
+                    watcher::Event::InitApply(LeanPod(pod)) => {
                         if pod.metadata.uid.as_deref().is_some_and(|uid| store.owns(uid)) {
                             relist.get_or_insert_with(Vec::new).push(crate::lifecycle::PodSnapshot::from_pod(&pod));
                         }
@@ -797,8 +799,8 @@ async fn watch_pods(client: Client, store: Arc<Store>, selection: Selection, hea
                             let _ = synced.send(true);
                         }
                     }
-                    watcher::Event::Apply(pod) => store.observe_pod(&pod, crate::lifecycle::Source::Live, false),
-                    watcher::Event::Delete(pod) => store.observe_pod(&pod, crate::lifecycle::Source::Live, true),
+                    watcher::Event::Apply(LeanPod(pod)) => store.observe_pod(&pod, crate::lifecycle::Source::Live, false),
+                    watcher::Event::Delete(LeanPod(pod)) => store.observe_pod(&pod, crate::lifecycle::Source::Live, true),
                 }
             }
             }
