@@ -28,7 +28,8 @@ struct Args {
     /// Override the profile's cap, for clusters with KubeletCrashLoopBackOffMax (seconds).
     #[arg(long, env = "PODLIFE_BACKOFF_MAX_SECONDS")]
     backoff_max_seconds: Option<f64>,
-    /// Changes to one pod within this window are written together (e.g. 1s, 500ms).
+    /// A pod's report is written at most once per window (e.g. 1s, 500ms); a change to a pod
+    /// not written within the last window goes out within a quarter of it.
     #[arg(long, env = "PODLIFE_WRITE_WINDOW", default_value = "1s", value_parser = parse_dur)]
     write_window: Duration,
     /// How long a deleted pod's report is kept (e.g. 1h).

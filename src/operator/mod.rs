@@ -5,8 +5,8 @@
 //! 1. With leader election: wait as a standby until this replica holds the Lease.
 //! 2. Read the existing reports page by page, so histories continue where they stopped.
 //! 3. List and watch pods (by selection); once every pod list is in, watch their events.
-//! 4. Every write window, apply the status of each changed report (server-side apply), while
-//!    the lease's fence is open.
+//! 4. Every quarter of a write window, apply the status of each changed report not written
+//!    within the last window (server-side apply), while the lease's fence is open.
 //! 5. On losing the lease, stop writing at once, drop everything and become a standby again.
 //!
 //! # Guarantees
@@ -459,7 +459,9 @@ impl Term<'_> {
         let lease = self.config.lease.as_ref().or(self.config.shards.as_ref().map(|s| &s.lease));
         let write_timeout = lease.map_or(Duration::from_secs(10), LeaseConfig::write_timeout);
         let mut writer = writer::Writer::new(self.client.clone(), Arc::clone(&store), gate, write_timeout);
-        let mut writes = tokio::time::interval(self.config.write_window);
+        // The writer looks for due reports several times a window: a report is taken at most
+        // once a window (Store::take_dirty), so a change to a quiet pod waits one tick, not a window.
+        let mut writes = tokio::time::interval(write_tick(self.config.write_window));
         writes.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut janitor = tokio::time::interval(Duration::from_secs(10).min(self.config.deleted_ttl).max(Duration::from_secs(1)));
         let end = loop {
@@ -484,9 +486,15 @@ impl Term<'_> {
         // What is pending goes out while the fences allow it (a lost lease's never does); a
         // re-shard hands over only what is written.
         tracing::info!("term over: writing pending reports");
-        writer.flush().await;
+        writer.flush_all().await;
         end
     }
+}
+
+/// How often the writer takes due reports: a quarter of the write window, and never less than
+/// 10 ms (each take walks every tracked pod).
+fn write_tick(window: Duration) -> Duration {
+    (window / 4).max(Duration::from_millis(10))
 }
 
 /// Tasks stopped however their owner ends (a term, an experiment run).
@@ -898,6 +906,16 @@ async fn watch_events(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Defect caught: a writer that looks for due reports once a window, so that a change to a
+    /// quiet pod waits up to a whole window (p99 over 1 s at the default); or a zero window
+    /// making a zero interval (a panic in tokio) or a busy loop over every pod.
+    #[test]
+    fn the_writer_ticks_four_times_a_window_and_never_faster_than_10_ms() {
+        assert_eq!(write_tick(Duration::from_secs(1)), Duration::from_millis(250));
+        assert_eq!(write_tick(Duration::from_millis(20)), Duration::from_millis(10));
+        assert_eq!(write_tick(Duration::ZERO), Duration::from_millis(10));
+    }
 
     #[test]
     fn a_listed_report_reads_back_whole_without_a_copy() {

@@ -108,6 +108,14 @@ pub struct Tracked {
     /// Refused this many times in a row: see [`REFUSALS_BEFORE_STUCK`].
     refusals: u32,
     retry_at: Option<Instant>,
+    /// Taken for a write at most once a window: not again before this.
+    not_before: Option<Instant>,
+    /// The resourceVersion of the oldest pod change not yet taken for a write (0 if it had
+    /// none): a resume position must stay below it.
+    unwritten_since: Option<u64>,
+    /// `unwritten_since` as it was when the write in flight was taken; restored if that
+    /// write does not happen or fails.
+    in_flight_since: Option<u64>,
     /// The report's size as last taken for a write (or as read at start): what it holds in
     /// etcd, for the operator-wide budget.
     bytes: usize,
@@ -131,6 +139,9 @@ impl Tracked {
             failed_writes: 0,
             refusals: 0,
             retry_at: None,
+            not_before: None,
+            unwritten_since: None,
+            in_flight_since: None,
             bytes: 0,
         }
     }
@@ -142,6 +153,13 @@ impl Tracked {
     /// Trims the history to `max_bytes` (its report's overhead included) and notes the size.
     fn fit(&mut self, max_bytes: usize) {
         self.bytes = self.history.enforce_budget(max_bytes.saturating_sub(REPORT_OVERHEAD_BYTES)) + REPORT_OVERHEAD_BYTES;
+    }
+
+    /// The taken write did not happen or failed: its pod changes are unwritten again.
+    fn restore_unwritten(&mut self) {
+        if let Some(taken) = self.in_flight_since.take() {
+            self.unwritten_since = Some(self.unwritten_since.map_or(taken, |now| now.min(taken)));
+        }
     }
 }
 
@@ -458,17 +476,23 @@ impl Store {
         if source == Source::Live && !changes.is_empty() {
             self.count_workload_news(&tracked.namespace, &tracked.history, &latest_before);
         }
+        let mut changed = !changes.is_empty();
         if deleted && !tracked.gone {
             tracked.gone = true;
             tracked.history.deleted_at.get_or_insert(now);
-            tracked.dirty = true;
+            changed = true;
         } else if !deleted && tracked.gone && snap.deleted_at.is_none() {
             // Taken for gone by a relist, yet here it is: it never left.
             tracked.gone = false;
             tracked.history.deleted_at = None;
-            tracked.dirty = true;
+            changed = true;
         }
-        tracked.dirty |= !changes.is_empty();
+        if changed {
+            tracked.dirty = true;
+            // The lowest: a catch-up's list can bring an older version after its replay.
+            let version = snap.resource_version.unwrap_or(0);
+            tracked.unwritten_since = Some(tracked.unwritten_since.map_or(version, |v| v.min(version)));
+        }
         // Events that came before the pod: one lookup, not a scan.
         if let Some(early) = inner.pending.remove(&snap.uid) {
             inner.pending_bytes -= early.bytes;
@@ -604,7 +628,21 @@ impl Store {
 
     /// Takes the changed histories that are due for a write, clearing their dirty marks.
     /// Each carries the last clean position of its scope (see [`Store::written_all`]).
+    ///
+    /// A report taken less than a write window ago waits for its window to pass (at most one
+    /// write per pod per window); any other changed report is taken at once, so a change waits
+    /// for the writer's next tick, not for a whole window. A waiting report's unwritten pod
+    /// changes keep its scope's position below them.
     pub fn take_dirty(&self, now: Instant) -> Batch {
+        self.take(now, true)
+    }
+
+    /// Takes every changed history, whether or not its window has passed (a term's last flush).
+    pub fn take_all_dirty(&self, now: Instant) -> Batch {
+        self.take(now, false)
+    }
+
+    fn take(&self, now: Instant, paced: bool) -> Batch {
         let mut inner = self.lock();
         let inner = &mut *inner;
         let mut batch = Batch { positions: inner.positions.clone(), complete: true, ..Batch::default() };
@@ -612,6 +650,22 @@ impl Store {
         for (uid, t) in &mut inner.pods {
             let owners_due = t.owners_retry_at.is_some_and(|at| at <= now) && t.history.owners.as_ref().is_some_and(|o| !o.complete);
             if !t.dirty && !owners_due {
+                continue;
+            }
+            if paced && t.not_before.is_some_and(|at| at > now) {
+                // A report refused for good no longer holds the position back (as below).
+                let holds = t.refusals < REFUSALS_BEFORE_STUCK;
+                match t.unwritten_since.filter(|_| holds) {
+                    Some(version @ 1..) => {
+                        let position = batch.positions.entry(self.scope_of(&t.namespace)).or_insert(version - 1);
+                        *position = (*position).min(version - 1);
+                    }
+                    // A change without a resourceVersion: no position can be trusted.
+                    Some(0) => batch.complete = false,
+                    // Only events, owners or a relist's verdict: those are read again by
+                    // a restarted operator, not replayed from the pod watch.
+                    None => {}
+                }
                 continue;
             }
             t.owners_retry_at = None;
@@ -624,11 +678,13 @@ impl Store {
             t.fit(self.config.budget_bytes);
             due.push(uid.clone());
         }
-        self.fit_total_budget(inner, &mut due, now);
+        self.fit_total_budget(inner, &mut due, now, paced);
         for uid in due {
             let Some(t) = inner.pods.get_mut(&uid) else { continue };
             t.dirty = false;
             t.writing = true;
+            t.not_before = Some(now + self.config.write_window);
+            t.in_flight_since = t.unwritten_since.take();
             let scope = match self.config.selection {
                 super::Selection::Namespaces(_) => Scope::Namespace(t.namespace.clone()),
                 _ => Scope::Cluster,
@@ -654,7 +710,7 @@ impl Store {
     /// largest are trimmed to a fair share of 90% of it (see [`fair_share`]) and written again, so that
     /// etcd gives the space back. Reports read at start and not claimed yet count as they are.
     /// One serialization per trimmed report: the lock is held for O(reports), not O(entries).
-    fn fit_total_budget(&self, inner: &mut Inner, due: &mut Vec<String>, now: Instant) {
+    fn fit_total_budget(&self, inner: &mut Inner, due: &mut Vec<String>, now: Instant, paced: bool) {
         let unclaimed: usize = inner.existing.values().map(|r| r.bytes).sum();
         let total = unclaimed + inner.pods.values().map(|t| t.bytes).sum::<usize>();
         self.metrics.report_bytes.set(i64::try_from(total).unwrap_or(i64::MAX));
@@ -684,8 +740,8 @@ impl Store {
             if already.contains(uid) {
                 continue;
             }
-            if t.retry_at.is_some_and(|at| at > now) {
-                t.dirty = true; // Written once its retry back-off ends.
+            if t.retry_at.is_some_and(|at| at > now) || (paced && t.not_before.is_some_and(|at| at > now)) {
+                t.dirty = true; // Written once its retry back-off, or its window, ends.
             } else {
                 due.push(uid.clone());
             }
@@ -711,6 +767,9 @@ impl Store {
             if let Some(t) = inner.pods.get_mut(&uid) {
                 t.dirty = true;
                 t.writing = false;
+                // Not attempted: it may go in the next tick.
+                t.not_before = None;
+                t.restore_unwritten();
             }
         }
     }
@@ -723,6 +782,11 @@ impl Store {
         let mut inner = self.lock();
         let Some(t) = inner.pods.get_mut(uid) else { return };
         t.writing = false;
+        if outcome == WriteOutcome::Written {
+            t.in_flight_since = None;
+        } else {
+            t.restore_unwritten();
+        }
         let cap = match outcome {
             WriteOutcome::Written => {
                 t.report_exists = true;
@@ -847,7 +911,13 @@ mod tests {
         EventSnapshot::from_event(&e).unwrap()
     }
 
+    /// A store without pacing (a zero write window), so that tests of other rules may take
+    /// the same report twice at one instant; [`paced_store`] has the default window.
     fn store() -> Store {
+        Store::new(OperatorConfig { write_window: Duration::ZERO, ..OperatorConfig::default() }, Arc::new(Metrics::new()))
+    }
+
+    fn paced_store() -> Store {
         Store::new(OperatorConfig::default(), Arc::new(Metrics::new()))
     }
 
@@ -1017,7 +1087,7 @@ mod tests {
         }
         // A little growth later, nothing is over budget: no report is trimmed or written again.
         store.observe_event_snapshot("quiet-0".into(), event("quiet-0", "late"), now);
-        let batch = store.take_dirty(now);
+        let batch = store.take_dirty(now + store.config.write_window);
         assert_eq!(batch.reports.iter().map(|r| r.uid.as_str()).collect::<Vec<_>>(), ["quiet-0"]);
     }
 
@@ -1141,6 +1211,94 @@ mod tests {
         assert_eq!(store.take_dirty(now + WRITE_RETRY_UNREACHABLE_MAX).reports.len(), 1, "an unreachable apiserver is retried within 4 s");
     }
 
+    /// Takes what is due at `at`, checks it is `expected`, writes it all and ends the window;
+    /// returns the clean position of the cluster scope.
+    fn write_window_at(store: &Store, at: Instant, expected: &[&str]) -> Option<u64> {
+        let batch = store.take_dirty(at);
+        assert_eq!(batch.reports.iter().map(|r| r.uid.as_str()).collect::<Vec<_>>(), expected);
+        for r in &batch.reports {
+            store.written(&r.uid, WriteOutcome::Written, at);
+        }
+        store.written_all(&batch);
+        store.clean_positions().get("").copied()
+    }
+
+    /// Defects caught: a pod written twice within one window (the write amplification the
+    /// window exists to stop), and a quiet pod's change held for a whole window (the latency
+    /// the pacing exists to cut).
+    #[test]
+    fn a_pod_is_written_at_most_once_a_window_and_a_quiet_one_at_once() {
+        let store = paced_store();
+        let window = store.config.write_window;
+        let t0 = Instant::now();
+        store.observe_pod(&versioned("n", "busy", 10), Source::Live, false);
+        assert_eq!(store.take_dirty(t0).reports.len(), 1);
+        store.written("busy", WriteOutcome::Written, t0);
+        store.observe_pod(&versioned("n", "busy", 11), Source::Live, false);
+        store.observe_pod(&versioned("n", "quiet", 12), Source::Live, false);
+        let soon = t0 + window / 4;
+        let taken: Vec<String> = store.take_dirty(soon).reports.into_iter().map(|r| r.uid).collect();
+        assert_eq!(taken, ["quiet"], "the quiet pod goes at the next tick, the busy one waits");
+        assert!(store.take_dirty(t0 + window - Duration::from_millis(1)).reports.is_empty());
+        let taken: Vec<String> = store.take_dirty(t0 + window).reports.into_iter().map(|r| r.uid).collect();
+        assert_eq!(taken, ["busy"], "once its window has passed");
+    }
+
+    /// Defect caught: a term ending with a change still waiting for its window, handed over
+    /// unwritten.
+    #[test]
+    fn a_terms_last_flush_takes_what_waits_for_its_window() {
+        let store = paced_store();
+        let t0 = Instant::now();
+        store.observe_pod(&versioned("n", "a", 10), Source::Live, false);
+        store.take_dirty(t0);
+        store.written("a", WriteOutcome::Written, t0);
+        store.observe_pod(&versioned("n", "a", 11), Source::Live, false);
+        assert!(store.take_dirty(t0).reports.is_empty());
+        let batch = store.take_all_dirty(t0);
+        assert_eq!(batch.reports.len(), 1);
+        assert!(batch.complete);
+    }
+
+    /// Defect caught: a resume position past a change that waits for its window, so that an
+    /// operator restarted then would skip it (and lose that status from the history).
+    #[test]
+    fn a_change_waiting_for_its_window_holds_the_resume_position_below_it() {
+        let store = paced_store();
+        let window = store.config.write_window;
+        let t0 = Instant::now();
+        store.observe_pod(&versioned("n", "a", 10), Source::Live, false);
+        let batch = store.take_dirty(t0);
+        store.written("a", WriteOutcome::Written, t0);
+        store.written_all(&batch);
+        store.observe_pod(&versioned("n", "a", 21), Source::Live, false);
+        store.observe_pod(&versioned("n", "a", 22), Source::Live, false);
+        store.observe_pod(&versioned("n", "b", 30), Source::Live, false);
+        assert_eq!(write_window_at(&store, t0 + window / 2, &["b"]), Some(20), "below a's first unwritten change (21), not at 30");
+        // a's write is taken but fails: its changes are unwritten again and still hold it back.
+        let batch = store.take_dirty(t0 + window);
+        assert_eq!(batch.reports.len(), 1);
+        store.written("a", WriteOutcome::Unreachable, t0 + window);
+        store.observe_pod(&versioned("n", "c", 40), Source::Live, false);
+        let later = t0 + window + window / 4;
+        assert_eq!(write_window_at(&store, later, &["c"]), Some(20), "a's failed write left 21 unwritten");
+        // a is written at last: the position moves to where the watch stands.
+        assert_eq!(write_window_at(&store, later + WRITE_RETRY_UNREACHABLE_MAX + window, &["a"]), Some(40));
+    }
+
+    /// Defect caught: a report put back unattempted (a closed fence) waiting a whole window,
+    /// or forgetting the changes it carried.
+    #[test]
+    fn a_report_put_back_unattempted_goes_at_the_next_tick_and_keeps_its_changes_unwritten() {
+        let store = paced_store();
+        let t0 = Instant::now();
+        store.observe_pod(&versioned("n", "a", 10), Source::Live, false);
+        let batch = store.take_dirty(t0);
+        store.requeue(batch.reports.into_iter().map(|r| r.uid));
+        assert_eq!(store.lock().pods["a"].unwritten_since, Some(10));
+        assert_eq!(store.take_dirty(t0).reports.len(), 1, "not paced: it was never written");
+    }
+
     /// A pod at `version`, its phase alternating so that every version is a change.
     fn versioned(ns: &str, uid: &str, version: u64) -> Pod {
         let mut p = pod_in(ns, uid);
@@ -1191,9 +1349,9 @@ mod tests {
         assert_eq!(store.resume_point(&Scope::Cluster), Some(83), "within a term, where the watch stands");
     }
 
-    #[test]
-    fn a_report_refused_for_good_stops_holding_back_the_resume_position() {
-        let store = store();
+    /// `stuck` refused [`REFUSALS_BEFORE_STUCK`] times, each retry a [`WRITE_RETRY_MAX`] apart,
+    /// then a change of `other` at 20; returns the time of the last refusal plus that spacing.
+    fn refuse_for_good(store: &Store) -> Instant {
         store.observe_pod(&versioned("n", "stuck", 10), Source::Live, false);
         let mut now = Instant::now();
         for _ in 0..REFUSALS_BEFORE_STUCK {
@@ -1202,8 +1360,44 @@ mod tests {
             now += WRITE_RETRY_MAX;
         }
         store.observe_pod(&versioned("n", "other", 20), Source::Live, false);
+        now
+    }
+
+    #[test]
+    fn a_report_refused_for_good_stops_holding_back_the_resume_position() {
+        let store = store();
+        let now = refuse_for_good(&store);
         let batch = store.take_dirty(now - WRITE_RETRY_MAX + Duration::from_secs(1));
         assert!(batch.complete, "refused {REFUSALS_BEFORE_STUCK} times: no longer holds the window back");
+    }
+
+    /// Defect caught: a report refused for good pulling the clean position back below its
+    /// change for the window after each of its retries (pacing held it where the retry rule
+    /// had let go), so that the published position went backwards.
+    #[test]
+    fn a_report_refused_for_good_does_not_pull_the_position_back_while_paced() {
+        let store = paced_store();
+        let now = refuse_for_good(&store);
+        // The stuck report was just retried (and refused): it waits for both its back-off
+        // and its window.
+        assert_eq!(write_window_at(&store, now - WRITE_RETRY_MAX + Duration::from_millis(250), &["other"]), Some(20));
+    }
+
+    /// Defect caught: a change observed while its pod's write is in flight counted as written
+    /// by that write, or a refused or missing write forgetting its changes.
+    #[test]
+    fn changes_behind_a_write_in_flight_or_a_failed_one_hold_the_position() {
+        for outcome in [WriteOutcome::Written, WriteOutcome::Refused, WriteOutcome::Missing] {
+            let store = paced_store();
+            let t0 = Instant::now();
+            store.observe_pod(&versioned("n", "a", 10), Source::Live, false);
+            store.take_dirty(t0);
+            store.observe_pod(&versioned("n", "a", 11), Source::Live, false);
+            store.written("a", outcome, t0);
+            store.observe_pod(&versioned("n", "b", 20), Source::Live, false);
+            let held = if outcome == WriteOutcome::Written { 10 } else { 9 };
+            assert_eq!(write_window_at(&store, t0 + Duration::from_millis(250), &["b"]), Some(held), "{outcome:?}");
+        }
     }
 
     #[test]

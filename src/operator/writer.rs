@@ -61,6 +61,13 @@ pub struct Writer {
     owners: OwnerLookup,
 }
 
+/// Whether a flush keeps to one write per pod per window.
+#[derive(Clone, Copy)]
+enum Pacing {
+    PerWindow,
+    Ignored,
+}
+
 /// Why a write did not happen.
 #[derive(Debug)]
 enum WriteError {
@@ -89,10 +96,24 @@ impl Writer {
     /// apiserver round trip (two for a new report); one at a time, 1k pods changing every 5 s already outran the
     /// window (66 writes/s, p99 from change to write 16 s, `e2e/bench/scale`).
     pub async fn flush(&mut self) {
+        self.flush_taken(Pacing::PerWindow).await;
+    }
+
+    /// Writes every changed report, even one written less than a window ago: at the end of a
+    /// term, what is not written now is handed over unwritten.
+    pub async fn flush_all(&mut self) {
+        self.flush_taken(Pacing::Ignored).await;
+    }
+
+    async fn flush_taken(&mut self, pacing: Pacing) {
         if !self.may_write(None) {
             return;
         }
-        let mut batch = self.store.take_dirty(Instant::now());
+        let now = Instant::now();
+        let mut batch = match pacing {
+            Pacing::PerWindow => self.store.take_dirty(now),
+            Pacing::Ignored => self.store.take_all_dirty(now),
+        };
         self.owners.complete(&mut batch.reports, &self.store).await;
         let mut waiting = std::mem::take(&mut batch.reports).into_iter();
         let mut in_flight = FuturesUnordered::new();
