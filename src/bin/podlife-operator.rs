@@ -6,6 +6,10 @@ use clap::Parser;
 use podlife::lifecycle::BackoffProfile;
 use podlife::operator::{ExperimentSettings, LeaseConfig, OperatorConfig, Selection, ShardConfig, run};
 
+/// See Cargo.toml: a cold start's list pages go back to the OS once processed.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Watches pods and records each tracked pod's phases, conditions, container states, every
 /// termination and the CrashLoopBackOff delays the kubelet applied into a PodLifecycle report.
 ///
