@@ -103,21 +103,19 @@ impl<'de> Deserialize<'de> for LeanPod {
 mod tests {
     use super::*;
     use crate::lifecycle::PodSnapshot;
+    use crate::lifecycle::recording::{Observed, Recording};
 
-    /// Every pod object of the recorded real-kubelet watch streams.
+    /// Every pod object of the recorded real-kubelet watch streams, as JSON again (a `Pod`
+    /// writes back every field it read, managedFields and container specs included).
     fn recorded_pods() -> Vec<serde_json::Value> {
-        let mut pods = Vec::new();
-        for file in ["crashloop.jsonl", "liveness.jsonl"] {
-            let path = format!("{}/tests/fixtures/{file}", env!("CARGO_MANIFEST_DIR"));
-            let text = std::fs::read_to_string(&path).unwrap();
-            for line in text.lines().filter(|l| !l.trim().is_empty()) {
-                let v: serde_json::Value = serde_json::from_str(line).unwrap();
-                if v["kind"] == "pod" {
-                    pods.push(v["object"].clone());
-                }
-            }
-        }
-        pods
+        [include_str!("../../tests/fixtures/crashloop.jsonl"), include_str!("../../tests/fixtures/liveness.jsonl")]
+            .into_iter()
+            .flat_map(|jsonl| Recording::parse(jsonl).unwrap().observations)
+            .filter_map(|o| match o {
+                Observed::Pod { pod, .. } => Some(serde_json::to_value(&*pod).unwrap()),
+                Observed::Event { .. } => None,
+            })
+            .collect()
     }
 
     /// Catches a field the model reads that the lean decoding drops or mangles: the snapshot

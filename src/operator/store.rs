@@ -155,6 +155,17 @@ impl Tracked {
         self.bytes = self.history.enforce_budget(max_bytes.saturating_sub(REPORT_OVERHEAD_BYTES)) + REPORT_OVERHEAD_BYTES;
     }
 
+    /// Its unwritten changes hold its scope's resume position back: not once refused
+    /// [`REFUSALS_BEFORE_STUCK`] times (it is still retried).
+    fn holds_position(&self) -> bool {
+        self.refusals < REFUSALS_BEFORE_STUCK
+    }
+
+    /// Taken less than a write window before `now`: it waits for its window.
+    fn in_window(&self, now: Instant) -> bool {
+        self.not_before.is_some_and(|at| at > now)
+    }
+
     /// The taken write did not happen or failed: its pod changes are unwritten again.
     fn restore_unwritten(&mut self) {
         if let Some(taken) = self.in_flight_since.take() {
@@ -652,10 +663,8 @@ impl Store {
             if !t.dirty && !owners_due {
                 continue;
             }
-            if paced && t.not_before.is_some_and(|at| at > now) {
-                // A report refused for good no longer holds the position back (as below).
-                let holds = t.refusals < REFUSALS_BEFORE_STUCK;
-                match t.unwritten_since.filter(|_| holds) {
+            if paced && t.in_window(now) {
+                match t.unwritten_since.filter(|_| t.holds_position()) {
                     Some(version @ 1..) => {
                         let position = batch.positions.entry(self.scope_of(&t.namespace)).or_insert(version - 1);
                         *position = (*position).min(version - 1);
@@ -670,7 +679,7 @@ impl Store {
             }
             t.owners_retry_at = None;
             if t.retry_at.is_some_and(|at| at > now) {
-                if t.refusals < REFUSALS_BEFORE_STUCK {
+                if t.holds_position() {
                     batch.complete = false;
                 }
                 continue;
@@ -685,10 +694,7 @@ impl Store {
             t.writing = true;
             t.not_before = Some(now + self.config.write_window);
             t.in_flight_since = t.unwritten_since.take();
-            let scope = match self.config.selection {
-                super::Selection::Namespaces(_) => Scope::Namespace(t.namespace.clone()),
-                _ => Scope::Cluster,
-            };
+            let scope = self.scope_of(&t.namespace);
             if let Some(clean) = inner.clean.get(&scope).or_else(|| inner.resume_from.get(&scope)) {
                 t.history.watch_resume_from = Some(*clean);
             }
@@ -740,7 +746,7 @@ impl Store {
             if already.contains(uid) {
                 continue;
             }
-            if t.retry_at.is_some_and(|at| at > now) || (paced && t.not_before.is_some_and(|at| at > now)) {
+            if t.retry_at.is_some_and(|at| at > now) || (paced && t.in_window(now)) {
                 t.dirty = true; // Written once its retry back-off, or its window, ends.
             } else {
                 due.push(uid.clone());
@@ -1232,8 +1238,7 @@ mod tests {
         let window = store.config.write_window;
         let t0 = Instant::now();
         store.observe_pod(&versioned("n", "busy", 10), Source::Live, false);
-        assert_eq!(store.take_dirty(t0).reports.len(), 1);
-        store.written("busy", WriteOutcome::Written, t0);
+        write_window_at(&store, t0, &["busy"]);
         store.observe_pod(&versioned("n", "busy", 11), Source::Live, false);
         store.observe_pod(&versioned("n", "quiet", 12), Source::Live, false);
         let soon = t0 + window / 4;
@@ -1251,8 +1256,7 @@ mod tests {
         let store = paced_store();
         let t0 = Instant::now();
         store.observe_pod(&versioned("n", "a", 10), Source::Live, false);
-        store.take_dirty(t0);
-        store.written("a", WriteOutcome::Written, t0);
+        write_window_at(&store, t0, &["a"]);
         store.observe_pod(&versioned("n", "a", 11), Source::Live, false);
         assert!(store.take_dirty(t0).reports.is_empty());
         let batch = store.take_all_dirty(t0);
@@ -1268,9 +1272,7 @@ mod tests {
         let window = store.config.write_window;
         let t0 = Instant::now();
         store.observe_pod(&versioned("n", "a", 10), Source::Live, false);
-        let batch = store.take_dirty(t0);
-        store.written("a", WriteOutcome::Written, t0);
-        store.written_all(&batch);
+        assert_eq!(write_window_at(&store, t0, &["a"]), Some(10));
         store.observe_pod(&versioned("n", "a", 21), Source::Live, false);
         store.observe_pod(&versioned("n", "a", 22), Source::Live, false);
         store.observe_pod(&versioned("n", "b", 30), Source::Live, false);

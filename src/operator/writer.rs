@@ -20,7 +20,7 @@ use std::sync::Arc;
 use super::leader::Fence;
 use super::owners::OwnerLookup;
 use super::shards::Ownership;
-use super::store::{DirtyReport, Store, WriteOutcome};
+use super::store::{Batch, DirtyReport, Store, WriteOutcome};
 use crate::crd::PodLifecycle;
 use crate::lifecycle::PodHistory;
 use crate::lifecycle::workload::label_value;
@@ -61,13 +61,6 @@ pub struct Writer {
     owners: OwnerLookup,
 }
 
-/// Whether a flush keeps to one write per pod per window.
-#[derive(Clone, Copy)]
-enum Pacing {
-    PerWindow,
-    Ignored,
-}
-
 /// Why a write did not happen.
 #[derive(Debug)]
 enum WriteError {
@@ -96,24 +89,20 @@ impl Writer {
     /// apiserver round trip (two for a new report); one at a time, 1k pods changing every 5 s already outran the
     /// window (66 writes/s, p99 from change to write 16 s, `e2e/bench/scale`).
     pub async fn flush(&mut self) {
-        self.flush_taken(Pacing::PerWindow).await;
+        self.flush_taken(Store::take_dirty).await;
     }
 
     /// Writes every changed report, even one written less than a window ago: at the end of a
     /// term, what is not written now is handed over unwritten.
     pub async fn flush_all(&mut self) {
-        self.flush_taken(Pacing::Ignored).await;
+        self.flush_taken(Store::take_all_dirty).await;
     }
 
-    async fn flush_taken(&mut self, pacing: Pacing) {
+    async fn flush_taken(&mut self, take: fn(&Store, Instant) -> Batch) {
         if !self.may_write(None) {
             return;
         }
-        let now = Instant::now();
-        let mut batch = match pacing {
-            Pacing::PerWindow => self.store.take_dirty(now),
-            Pacing::Ignored => self.store.take_all_dirty(now),
-        };
+        let mut batch = take(&self.store, Instant::now());
         self.owners.complete(&mut batch.reports, &self.store).await;
         let mut waiting = std::mem::take(&mut batch.reports).into_iter();
         let mut in_flight = FuturesUnordered::new();
