@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use podlife::lifecycle::BackoffProfile;
-use podlife::operator::{ExperimentSettings, LeaseConfig, OperatorConfig, Selection, ShardConfig, run};
+use podlife::operator::{ExperimentSettings, LeaseConfig, OperatorConfig, PodWire, Selection, ShardConfig, run};
 
 /// See Cargo.toml: a cold start's list pages go back to the OS once processed.
 #[global_allocator]
@@ -91,6 +91,10 @@ struct Args {
     /// ProbeExperiment would borrow the operator's identity for such pods.
     #[arg(long, env = "PODLIFE_EXPERIMENTS_ALLOW_UNRESTRICTED_PODS")]
     experiments_allow_unrestricted_pods: bool,
+    /// How pods are read from the apiserver: protobuf (about a third of JSON's bytes, and
+    /// cheaper to decode), or json for an apiserver or proxy that does not serve protobuf.
+    #[arg(long, env = "PODLIFE_POD_WIRE", value_enum, default_value_t = PodWire::Protobuf)]
+    pod_wire: PodWire,
     /// Log format.
     #[arg(long, env = "PODLIFE_LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
     log_format: String,
@@ -143,6 +147,7 @@ async fn main() -> anyhow::Result<()> {
         }),
         lease: args.leader_elect.then(|| lease.clone()),
         shards: args.shards.map(|shards| ShardConfig { lease, shards }),
+        pod_wire: args.pod_wire,
     };
     let client = kube::Client::try_default().await?;
     let (tx, rx) = tokio::sync::watch::channel(false);

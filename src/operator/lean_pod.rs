@@ -1,4 +1,5 @@
-//! Pods as the operator watches them: decoded with only the fields the model reads.
+//! Pods as the operator watches them in JSON (`--pod-wire json`; protobuf is the default, see
+//! [`pod_proto`](super::pod_proto)): decoded with only the fields the model reads.
 //!
 //! A pod's JSON is mostly what podlife never looks at: `managedFields` (each entry a tree of
 //! field names), the containers' specs, volumes, annotations. Decoding all of it into a

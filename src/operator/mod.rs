@@ -25,6 +25,8 @@ mod leader;
 mod lean_pod;
 mod metrics;
 mod owners;
+mod pod_proto;
+mod pod_watch;
 mod shards;
 mod store;
 mod writer;
@@ -46,8 +48,10 @@ use tokio::sync::watch;
 pub use experiment::ExperimentSettings;
 pub use health::WatchHealth;
 pub use leader::{ConfigError as LeaseConfigError, LeaseConfig};
-use lean_pod::LeanPod;
 pub use metrics::Metrics;
+use pod_proto::PodWatchEvent;
+use pod_watch::PodSource;
+pub use pod_watch::PodWire;
 pub use shards::{ShardConfig, shard_of};
 use store::Store;
 pub use store::{Scope, parse_report};
@@ -110,6 +114,8 @@ pub struct OperatorConfig {
     pub watch_stale_after: Duration,
     /// Run ProbeExperiments too.
     pub experiments: Option<ExperimentSettings>,
+    /// How pods are read from the apiserver.
+    pub pod_wire: PodWire,
 }
 
 impl Default for OperatorConfig {
@@ -126,6 +132,7 @@ impl Default for OperatorConfig {
             shards: None,
             watch_stale_after: Duration::from_secs(60),
             experiments: None,
+            pod_wire: PodWire::default(),
         }
     }
 }
@@ -433,6 +440,7 @@ impl Term<'_> {
                 self.client.clone(),
                 Arc::clone(&store),
                 self.config.selection.clone(),
+                self.config.pod_wire,
                 Arc::clone(self.health),
                 synced_tx,
             )),
@@ -597,31 +605,23 @@ fn report_value(object: DynamicObject) -> Result<serde_json::Value, String> {
     Ok(serde_json::Value::Object(fields))
 }
 
-/// One pod watch: its API, the label selector (if any), and the scope its relists judge.
+/// One pod watch: its pods, and the scope its relists judge.
 struct PodWatch {
-    api: Api<LeanPod>,
-    labels: Option<String>,
+    pods: PodSource,
     scope: Scope,
 }
 
-fn pod_watches(client: &Client, selection: &Selection) -> Vec<PodWatch> {
+fn pod_watches(client: &Client, selection: &Selection, wire: PodWire) -> Vec<PodWatch> {
     match selection {
-        Selection::Labelled(sel) => vec![PodWatch { api: Api::all(client.clone()), labels: Some(sel.clone()), scope: Scope::Cluster }],
-        Selection::All => vec![PodWatch { api: Api::all(client.clone()), labels: None, scope: Scope::Cluster }],
+        Selection::Labelled(sel) => {
+            vec![PodWatch { pods: PodSource::new(client.clone(), None, Some(sel.clone()), wire), scope: Scope::Cluster }]
+        }
+        Selection::All => vec![PodWatch { pods: PodSource::new(client.clone(), None, None, wire), scope: Scope::Cluster }],
         Selection::Namespaces(nss) => nss
             .iter()
-            .map(|ns| PodWatch { api: Api::namespaced(client.clone(), ns), labels: None, scope: Scope::Namespace(ns.clone()) })
+            .map(|ns| PodWatch { pods: PodSource::new(client.clone(), Some(ns), None, wire), scope: Scope::Namespace(ns.clone()) })
             .collect(),
     }
-}
-
-/// The current resourceVersion of a scope's pod collection (a one-item list).
-async fn collection_version(w: &PodWatch) -> Option<u64> {
-    let mut lp = ListParams::default().limit(1);
-    if let Some(labels) = &w.labels {
-        lp = lp.labels(labels);
-    }
-    w.api.list_metadata(&lp).await.ok()?.metadata.resource_version?.parse().ok()
 }
 
 /// How a catch-up ended.
@@ -641,37 +641,32 @@ enum CatchUp {
 /// a fail-over or a short outage loses no intermediate status. Bounded: each round ends
 /// after 1 s, the whole replay after 30 s.
 async fn catch_up(w: &PodWatch, from: u64, until: u64, store: &Store) -> CatchUp {
-    use kube::api::{WatchEvent, WatchParams};
     let replay = async {
         let mut position = from;
         let mut replayed = 0;
         loop {
-            let mut wp = WatchParams::default().timeout(1);
-            if let Some(labels) = &w.labels {
-                wp = wp.labels(labels);
-            }
-            let mut stream = match w.api.watch(&wp, &position.to_string()).await {
-                Ok(s) => s.boxed(),
+            let mut stream = match w.pods.watch(&position.to_string(), 1).await {
+                Ok(s) => s,
                 Err(kube::Error::Api(e)) if e.code == 410 => return CatchUp::Expired,
                 Err(e) => return CatchUp::Failed(e.to_string()),
             };
             let mut any = false;
             while let Some(event) = stream.next().await {
                 let (pod, deleted) = match event {
-                    Ok(WatchEvent::Added(LeanPod(p)) | WatchEvent::Modified(LeanPod(p))) => (p, false),
-                    Ok(WatchEvent::Deleted(LeanPod(p))) => (p, true),
-                    Ok(WatchEvent::Bookmark(b)) => {
-                        position = position.max(b.metadata.resource_version.parse().unwrap_or(position));
+                    Ok(PodWatchEvent::Added(p) | PodWatchEvent::Modified(p)) => (p, false),
+                    Ok(PodWatchEvent::Deleted(p)) => (p, true),
+                    Ok(PodWatchEvent::Bookmark(version)) => {
+                        position = position.max(version.parse().unwrap_or(position));
                         continue;
                     }
-                    Ok(WatchEvent::Error(e)) if e.code == 410 => return CatchUp::Expired,
-                    Ok(WatchEvent::Error(e)) => return CatchUp::Failed(e.message.clone()),
+                    Ok(PodWatchEvent::Error(e)) if e.code == 410 => return CatchUp::Expired,
+                    Ok(PodWatchEvent::Error(e)) => return CatchUp::Failed(e.message.clone()),
                     Err(e) => return CatchUp::Failed(e.to_string()),
                 };
                 any = true;
                 replayed += 1;
-                position = position.max(pod.metadata.resource_version.as_deref().and_then(|v| v.parse().ok()).unwrap_or(position));
-                store.observe_pod(&pod, crate::lifecycle::Source::Rebuilt, deleted);
+                position = position.max(pod.resource_version.unwrap_or(position));
+                store.observe_snapshot(&pod, crate::lifecycle::Source::Rebuilt, deleted);
                 if position >= until {
                     return CatchUp::Done { replayed };
                 }
@@ -720,22 +715,25 @@ async fn keep_watching_with<T>(
     }
 }
 
-async fn watch_pods(client: Client, store: Arc<Store>, selection: Selection, health: Arc<WatchHealth>, synced: watch::Sender<bool>) {
-    let watches = pod_watches(&client, &selection);
+async fn watch_pods(
+    client: Client,
+    store: Arc<Store>,
+    selection: Selection,
+    wire: PodWire,
+    health: Arc<WatchHealth>,
+    synced: watch::Sender<bool>,
+) {
+    let watches = pod_watches(&client, &selection, wire);
     let listed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let total = watches.len();
     let synced = Arc::new(synced);
     let streams = watches.into_iter().map(|w| {
         let (store, health, listed, synced) = (Arc::clone(&store), Arc::clone(&health), Arc::clone(&listed), Arc::clone(&synced));
         async move {
-            let mut cfg = watcher::Config::default();
-            if let Some(labels) = &w.labels {
-                cfg = cfg.labels(labels);
-            }
             let mut first = true;
             // Each round is one watcher; a watch failing without a break is started over.
             loop {
-            let mut stream = std::pin::pin!(watcher(w.api.clone(), cfg.clone()).backoff(watch_backoff()));
+            let mut stream = std::pin::pin!(w.pods.snapshots().backoff(watch_backoff()));
             let mut failing = health::FailingSince::default();
             // A relist's pods, trimmed, held back while a catch-up replays what came before.
             let mut relist: Option<Vec<crate::lifecycle::PodSnapshot>> = None;
@@ -765,9 +763,9 @@ async fn watch_pods(client: Client, store: Arc<Store>, selection: Selection, hea
                         }
                         relist = Some(Vec::new());
                     }
-                    watcher::Event::InitApply(LeanPod(pod)) => {
-                        if pod.metadata.uid.as_deref().is_some_and(|uid| store.owns(uid)) {
-                            relist.get_or_insert_with(Vec::new).push(crate::lifecycle::PodSnapshot::from_pod(&pod));
+                    watcher::Event::InitApply(pod) => {
+                        if store.owns(&pod.uid) {
+                            relist.get_or_insert_with(Vec::new).push(pod);
                         }
                     }
                     watcher::Event::InitDone => {
@@ -776,7 +774,7 @@ async fn watch_pods(client: Client, store: Arc<Store>, selection: Selection, hea
                         // pod: a pod deleted meanwhile is not listed, but its last status and its
                         // deletion are in the watch. Only at a term's first list: a relist within
                         // a term follows a 410, so the history before it is gone anyway.
-                        let until = if first { collection_version(&w).await } else { None };
+                        let until = if first { w.pods.collection_version().await.ok().flatten() } else { None };
                         let until = until.or_else(|| listed_pods.iter().filter_map(|p| p.resource_version).max());
                         if first
                             && let (Some(from), Some(until)) = (store.resume_point(&w.scope), until)
@@ -807,8 +805,8 @@ async fn watch_pods(client: Client, store: Arc<Store>, selection: Selection, hea
                             let _ = synced.send(true);
                         }
                     }
-                    watcher::Event::Apply(LeanPod(pod)) => store.observe_pod(&pod, crate::lifecycle::Source::Live, false),
-                    watcher::Event::Delete(LeanPod(pod)) => store.observe_pod(&pod, crate::lifecycle::Source::Live, true),
+                    watcher::Event::Apply(pod) => store.observe_snapshot(&pod, crate::lifecycle::Source::Live, false),
+                    watcher::Event::Delete(pod) => store.observe_snapshot(&pod, crate::lifecycle::Source::Live, true),
                 }
             }
             }

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{Event, Pod};
+use k8s_openapi::api::core::v1::Event;
 
 use super::metrics::{TerminationLabels, WorkloadLabels};
 use super::shards::Ownership;
@@ -416,22 +416,9 @@ impl Store {
         self.lock().existing.len()
     }
 
-    /// Feeds one pod observation to its history.
-    pub fn observe_pod(&self, pod: &Pod, source: Source, deleted: bool) {
-        let uid = pod.metadata.uid.as_deref().unwrap_or_default();
-        if !self.owns(uid) {
-            // Another replica's pod. Its place in the watch still moves this scope's position
-            // on (every change of ours before it is in), which keeps a quiet shard's resume
-            // position recent.
-            let version = pod.metadata.resource_version.as_deref().and_then(|v| v.parse::<u64>().ok());
-            if let Some(version) = version {
-                let scope = self.scope_of(pod.metadata.namespace.as_deref().unwrap_or_default());
-                let mut inner = self.lock();
-                let position = inner.positions.entry(scope).or_insert(version);
-                *position = (*position).max(version);
-            }
-            return;
-        }
+    /// Feeds one whole Pod (the tests' way in; the watches hand over snapshots).
+    #[cfg(test)]
+    pub fn observe_pod(&self, pod: &k8s_openapi::api::core::v1::Pod, source: Source, deleted: bool) {
         self.observe_snapshot(&PodSnapshot::from_pod(pod), source, deleted);
     }
 
@@ -894,6 +881,7 @@ fn retry_delay(failures: u32, cap: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::core::v1::Pod;
     use std::collections::BTreeMap;
 
     fn pod_in(ns: &str, uid: &str) -> Pod {
