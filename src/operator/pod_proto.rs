@@ -46,17 +46,17 @@ struct Unknown {
 
 #[derive(Clone, PartialEq, Message)]
 struct TypeMeta {
-    #[prost(string, optional, tag = "1")]
-    api_version: Option<String>,
-    #[prost(string, optional, tag = "2")]
-    kind: Option<String>,
+    #[prost(bytes = "vec", optional, tag = "1")]
+    api_version: Option<Vec<u8>>,
+    #[prost(bytes = "vec", optional, tag = "2")]
+    kind: Option<Vec<u8>>,
 }
 
 /// One frame of a protobuf watch stream (`metav1.WatchEvent`; its object is a `RawExtension`).
 #[derive(Clone, PartialEq, Message)]
 struct WatchEvent {
-    #[prost(string, optional, tag = "1")]
-    type_: Option<String>,
+    #[prost(bytes = "vec", optional, tag = "1")]
+    type_: Option<Vec<u8>>,
     #[prost(message, optional, tag = "2")]
     object: Option<RawExtension>,
 }
@@ -69,18 +69,18 @@ struct RawExtension {
 
 #[derive(Clone, PartialEq, Message)]
 struct ListMeta {
-    #[prost(string, optional, tag = "2")]
-    resource_version: Option<String>,
-    #[prost(string, optional, tag = "3")]
-    continue_: Option<String>,
+    #[prost(bytes = "vec", optional, tag = "2")]
+    resource_version: Option<Vec<u8>>,
+    #[prost(bytes = "vec", optional, tag = "3")]
+    continue_: Option<Vec<u8>>,
 }
 
 #[derive(Clone, PartialEq, Message)]
 struct Status {
-    #[prost(string, optional, tag = "3")]
-    message: Option<String>,
-    #[prost(string, optional, tag = "4")]
-    reason: Option<String>,
+    #[prost(bytes = "vec", optional, tag = "3")]
+    message: Option<Vec<u8>>,
+    #[prost(bytes = "vec", optional, tag = "4")]
+    reason: Option<Vec<u8>>,
     #[prost(int32, optional, tag = "6")]
     code: Option<i32>,
 }
@@ -95,14 +95,14 @@ struct Time {
 
 #[derive(Clone, PartialEq, Message)]
 struct ObjectMeta {
-    #[prost(string, optional, tag = "1")]
-    name: Option<String>,
-    #[prost(string, optional, tag = "3")]
-    namespace: Option<String>,
-    #[prost(string, optional, tag = "5")]
-    uid: Option<String>,
-    #[prost(string, optional, tag = "6")]
-    resource_version: Option<String>,
+    #[prost(bytes = "vec", optional, tag = "1")]
+    name: Option<Vec<u8>>,
+    #[prost(bytes = "vec", optional, tag = "3")]
+    namespace: Option<Vec<u8>>,
+    #[prost(bytes = "vec", optional, tag = "5")]
+    uid: Option<Vec<u8>>,
+    #[prost(bytes = "vec", optional, tag = "6")]
+    resource_version: Option<Vec<u8>>,
     #[prost(message, optional, tag = "8")]
     creation_timestamp: Option<Time>,
     #[prost(message, optional, tag = "9")]
@@ -113,14 +113,14 @@ struct ObjectMeta {
 
 #[derive(Clone, PartialEq, Message)]
 struct OwnerReference {
-    #[prost(string, optional, tag = "1")]
-    kind: Option<String>,
-    #[prost(string, optional, tag = "3")]
-    name: Option<String>,
-    #[prost(string, optional, tag = "4")]
-    uid: Option<String>,
-    #[prost(string, optional, tag = "5")]
-    api_version: Option<String>,
+    #[prost(bytes = "vec", optional, tag = "1")]
+    kind: Option<Vec<u8>>,
+    #[prost(bytes = "vec", optional, tag = "3")]
+    name: Option<Vec<u8>>,
+    #[prost(bytes = "vec", optional, tag = "4")]
+    uid: Option<Vec<u8>>,
+    #[prost(bytes = "vec", optional, tag = "5")]
+    api_version: Option<Vec<u8>>,
     #[prost(bool, optional, tag = "6")]
     controller: Option<bool>,
 }
@@ -154,16 +154,16 @@ struct PodSpec {
 /// An init container's name and restart policy: `Always` makes it a sidecar.
 #[derive(Clone, PartialEq, Message)]
 struct Container {
-    #[prost(string, optional, tag = "1")]
-    name: Option<String>,
-    #[prost(string, optional, tag = "24")]
-    restart_policy: Option<String>,
+    #[prost(bytes = "vec", optional, tag = "1")]
+    name: Option<Vec<u8>>,
+    #[prost(bytes = "vec", optional, tag = "24")]
+    restart_policy: Option<Vec<u8>>,
 }
 
 #[derive(Clone, PartialEq, Message)]
 struct PodStatus {
-    #[prost(string, optional, tag = "1")]
-    phase: Option<String>,
+    #[prost(bytes = "vec", optional, tag = "1")]
+    phase: Option<Vec<u8>>,
     #[prost(message, repeated, tag = "2")]
     conditions: Vec<PodCondition>,
     #[prost(message, repeated, tag = "8")]
@@ -176,22 +176,22 @@ struct PodStatus {
 
 #[derive(Clone, PartialEq, Message)]
 struct PodCondition {
-    #[prost(string, optional, tag = "1")]
-    type_: Option<String>,
-    #[prost(string, optional, tag = "2")]
-    status: Option<String>,
+    #[prost(bytes = "vec", optional, tag = "1")]
+    type_: Option<Vec<u8>>,
+    #[prost(bytes = "vec", optional, tag = "2")]
+    status: Option<Vec<u8>>,
     #[prost(message, optional, tag = "4")]
     last_transition_time: Option<Time>,
-    #[prost(string, optional, tag = "5")]
-    reason: Option<String>,
-    #[prost(string, optional, tag = "6")]
-    message: Option<String>,
+    #[prost(bytes = "vec", optional, tag = "5")]
+    reason: Option<Vec<u8>>,
+    #[prost(bytes = "vec", optional, tag = "6")]
+    message: Option<Vec<u8>>,
 }
 
 #[derive(Clone, PartialEq, Message)]
 struct ContainerStatus {
-    #[prost(string, optional, tag = "1")]
-    name: Option<String>,
+    #[prost(bytes = "vec", optional, tag = "1")]
+    name: Option<Vec<u8>>,
     #[prost(message, optional, tag = "2")]
     state: Option<ContainerStateProto>,
     #[prost(message, optional, tag = "3")]
@@ -200,8 +200,8 @@ struct ContainerStatus {
     ready: Option<bool>,
     #[prost(int32, optional, tag = "5")]
     restart_count: Option<i32>,
-    #[prost(string, optional, tag = "8")]
-    container_id: Option<String>,
+    #[prost(bytes = "vec", optional, tag = "8")]
+    container_id: Option<Vec<u8>>,
     #[prost(bool, optional, tag = "9")]
     started: Option<bool>,
 }
@@ -218,10 +218,10 @@ struct ContainerStateProto {
 
 #[derive(Clone, PartialEq, Message)]
 struct Waiting {
-    #[prost(string, optional, tag = "1")]
-    reason: Option<String>,
-    #[prost(string, optional, tag = "2")]
-    message: Option<String>,
+    #[prost(bytes = "vec", optional, tag = "1")]
+    reason: Option<Vec<u8>>,
+    #[prost(bytes = "vec", optional, tag = "2")]
+    message: Option<Vec<u8>>,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -236,16 +236,16 @@ struct Terminated {
     exit_code: Option<i32>,
     #[prost(int32, optional, tag = "2")]
     signal: Option<i32>,
-    #[prost(string, optional, tag = "3")]
-    reason: Option<String>,
-    #[prost(string, optional, tag = "4")]
-    message: Option<String>,
+    #[prost(bytes = "vec", optional, tag = "3")]
+    reason: Option<Vec<u8>>,
+    #[prost(bytes = "vec", optional, tag = "4")]
+    message: Option<Vec<u8>>,
     #[prost(message, optional, tag = "5")]
     started_at: Option<Time>,
     #[prost(message, optional, tag = "6")]
     finished_at: Option<Time>,
-    #[prost(string, optional, tag = "7")]
-    container_id: Option<String>,
+    #[prost(bytes = "vec", optional, tag = "7")]
+    container_id: Option<Vec<u8>>,
 }
 
 // --- decoding -----------------------------------------------------------------------------------
@@ -274,7 +274,7 @@ pub struct PodPage {
 fn unwrap_object(bytes: &[u8], expected: &'static str) -> Result<Vec<u8>, ProtoError> {
     let rest = bytes.strip_prefix(MAGIC).ok_or(ProtoError::NoMagic)?;
     let unknown = Unknown::decode(rest)?;
-    let kind = unknown.type_meta.and_then(|t| t.kind).unwrap_or_default();
+    let kind = text_or_empty(unknown.type_meta.and_then(|t| t.kind));
     if kind != expected {
         return Err(ProtoError::WrongKind { expected, got: kind });
     }
@@ -285,7 +285,7 @@ fn unwrap_object(bytes: &[u8], expected: &'static str) -> Result<Vec<u8>, ProtoE
 pub fn decode_status(bytes: &[u8]) -> Result<kube::core::Status, ProtoError> {
     let s = Status::decode(unwrap_object(bytes, "Status")?.as_slice())?;
     let code = s.code.and_then(|c| u16::try_from(c).ok()).unwrap_or_default();
-    Ok(kube::core::Status::failure(&s.message.unwrap_or_default(), &s.reason.unwrap_or_default()).with_code(code))
+    Ok(kube::core::Status::failure(&text_or_empty(s.message), &text_or_empty(s.reason)).with_code(code))
 }
 
 /// A protobuf-encoded `PodList` page.
@@ -304,12 +304,13 @@ pub fn decode_watch_frame(frame: &[u8]) -> Result<PodWatchEvent, ProtoError> {
     let event = WatchEvent::decode(frame)?;
     let raw = event.object.and_then(|o| o.raw).unwrap_or_default();
     Ok(match event.type_.as_deref().unwrap_or_default() {
-        "ADDED" => PodWatchEvent::Added(decode_pod(&raw)?),
-        "MODIFIED" => PodWatchEvent::Modified(decode_pod(&raw)?),
-        "DELETED" => PodWatchEvent::Deleted(decode_pod(&raw)?),
-        "BOOKMARK" => {
-            let version = decode_pod(&raw)?.resource_version.map(|v| v.to_string()).unwrap_or_default();
-            PodWatchEvent::Bookmark(version)
+        b"ADDED" => PodWatchEvent::Added(decode_pod(&raw)?),
+        b"MODIFIED" => PodWatchEvent::Modified(decode_pod(&raw)?),
+        b"DELETED" => PodWatchEvent::Deleted(decode_pod(&raw)?),
+        b"BOOKMARK" => {
+            // Only the version is set; kept as the apiserver wrote it, for the next watch.
+            let pod = Pod::decode(unwrap_object(&raw, "Pod")?.as_slice())?;
+            PodWatchEvent::Bookmark(text_or_empty(pod.metadata.and_then(|m| m.resource_version)))
         }
         _ => PodWatchEvent::Error(decode_status(&raw)?),
     })
@@ -320,9 +321,20 @@ pub fn decode_pod(bytes: &[u8]) -> Result<PodSnapshot, ProtoError> {
     Ok(snapshot_of(Pod::decode(unwrap_object(bytes, "Pod")?.as_slice())?))
 }
 
+/// A string field. Read as bytes and converted here, replacing invalid UTF-8 as the
+/// apiserver's JSON encoder does: Go's protobuf writes whatever bytes a writer stored, and
+/// prost would fail the whole message (a whole list page) on them.
+fn text(bytes: Option<Vec<u8>>) -> Option<String> {
+    bytes.map(|b| String::from_utf8(b).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
+}
+
+fn text_or_empty(bytes: Option<Vec<u8>>) -> String {
+    text(bytes).unwrap_or_default()
+}
+
 /// `omitempty`: the Go encoder writes empty strings that JSON leaves out.
-fn non_empty(s: Option<String>) -> Option<String> {
-    s.filter(|s| !s.is_empty())
+fn non_empty(bytes: Option<Vec<u8>>) -> Option<String> {
+    text(bytes.filter(|b| !b.is_empty()))
 }
 
 /// A `metav1.Time` as its JSON form reads: whole seconds, and the zero time (encoded as an
@@ -360,7 +372,7 @@ fn termination_of(t: Terminated) -> Termination {
 
 fn container_of(c: ContainerStatus, kind: ContainerKind) -> ContainerSnapshot {
     ContainerSnapshot {
-        name: c.name.unwrap_or_default(),
+        name: text_or_empty(c.name),
         kind,
         container_id: non_empty(c.container_id),
         state: c.state.and_then(state_of),
@@ -376,11 +388,11 @@ fn container_of(c: ContainerStatus, kind: ContainerKind) -> ContainerSnapshot {
 fn snapshot_of(pod: Pod) -> PodSnapshot {
     let meta = pod.metadata.unwrap_or_default();
     let status = pod.status.unwrap_or_default();
-    let sidecars: Vec<String> = pod
+    let sidecars: Vec<Vec<u8>> = pod
         .spec
         .into_iter()
         .flat_map(|s| s.init_containers)
-        .filter(|c| c.restart_policy.as_deref() == Some("Always"))
+        .filter(|c| c.restart_policy.as_deref() == Some(b"Always".as_slice()))
         .filter_map(|c| c.name)
         .collect();
     let mut containers = Vec::with_capacity(status.init_container_statuses.len() + status.container_statuses.len());
@@ -391,26 +403,26 @@ fn snapshot_of(pod: Pod) -> PodSnapshot {
     containers.extend(status.container_statuses.into_iter().map(|c| container_of(c, ContainerKind::App)));
     containers.extend(status.ephemeral_container_statuses.into_iter().map(|c| container_of(c, ContainerKind::Ephemeral)));
     let controller = meta.owner_references.into_iter().find(|o| o.controller == Some(true)).map(|o| OwnerLink {
-        kind: o.kind.unwrap_or_default(),
-        name: o.name.unwrap_or_default(),
-        uid: o.uid.unwrap_or_default(),
-        api_version: o.api_version.unwrap_or_default(),
+        kind: text_or_empty(o.kind),
+        name: text_or_empty(o.name),
+        uid: text_or_empty(o.uid),
+        api_version: text_or_empty(o.api_version),
     });
     PodSnapshot {
         controller,
-        namespace: meta.namespace.unwrap_or_default(),
-        name: meta.name.unwrap_or_default(),
-        uid: meta.uid.unwrap_or_default(),
-        resource_version: meta.resource_version.as_deref().and_then(|v| v.parse().ok()),
+        namespace: text_or_empty(meta.namespace),
+        name: text_or_empty(meta.name),
+        uid: text_or_empty(meta.uid),
+        resource_version: meta.resource_version.as_deref().and_then(|v| std::str::from_utf8(v).ok()).and_then(|v| v.parse().ok()),
         created_at: time_of(meta.creation_timestamp),
         deleted_at: time_of(meta.deletion_timestamp),
-        phase: Phase::parse(status.phase.as_deref()),
+        phase: Phase::parse(text(status.phase).as_deref()),
         conditions: status
             .conditions
             .into_iter()
             .map(|c| ConditionSnapshot {
-                type_: c.type_.unwrap_or_default(),
-                status: c.status.unwrap_or_default(),
+                type_: text_or_empty(c.type_),
+                status: text_or_empty(c.status),
                 reason: non_empty(c.reason),
                 message: non_empty(c.message),
                 last_transition: time_of(c.last_transition_time),
@@ -424,7 +436,7 @@ fn snapshot_of(pod: Pod) -> PodSnapshot {
 mod tests {
     use super::*;
     use crate::operator::lean_pod::LeanPod;
-    use crate::operator::pod_watch::watch_event;
+    use crate::operator::pod_watch::decode_json_watch_line;
 
     // Recorded from the project's local cluster (v1.34.4), both formats from the same
     // resourceVersion: a pod with an init container, a native sidecar and a crash-looping app
@@ -463,7 +475,7 @@ mod tests {
         assert_eq!(frames.len(), lines.len());
         assert!(frames.len() > 15, "the recording covers the pod's life");
         for (frame, line) in frames.iter().zip(&lines) {
-            let json = watch_event(serde_json::from_str(line).unwrap());
+            let json = decode_json_watch_line(line).unwrap();
             assert_eq!(decode_watch_frame(frame).unwrap(), json, "{line}");
         }
         // The recording holds what the test claims to cover.
@@ -518,11 +530,39 @@ mod tests {
     fn statuses_decode_with_their_code_in_a_body_and_in_a_watch_frame() {
         let status = decode_status(STATUS_404_PB).unwrap();
         assert_eq!((status.code, status.reason.as_str()), (404, "NotFound"));
-        let frame = WatchEvent { type_: Some("ERROR".into()), object: Some(RawExtension { raw: Some(STATUS_404_PB.to_vec()) }) };
+        let frame = WatchEvent { type_: Some(b"ERROR".to_vec()), object: Some(RawExtension { raw: Some(STATUS_404_PB.to_vec()) }) };
         match decode_watch_frame(&frame.encode_to_vec()).unwrap() {
             PodWatchEvent::Error(s) => assert_eq!(s.code, 404),
             other => panic!("not an error: {other:?}"),
         }
+    }
+
+    fn envelope(kind: &str, raw: Vec<u8>) -> Vec<u8> {
+        let unknown = Unknown {
+            type_meta: Some(TypeMeta { api_version: Some(b"v1".to_vec()), kind: Some(kind.as_bytes().to_vec()) }),
+            raw: Some(raw),
+        };
+        [MAGIC, unknown.encode_to_vec().as_slice()].concat()
+    }
+
+    /// Catches one pod's invalid UTF-8 (a protobuf writer can store it; JSON readers get
+    /// U+FFFD) failing the whole list page, and with it the scope's list, again and again.
+    #[test]
+    fn invalid_utf8_in_one_pod_is_replaced_not_fatal_to_its_page() {
+        let condition =
+            PodCondition { type_: Some(b"Ready".to_vec()), message: Some(b"bad \xff byte".to_vec()), ..PodCondition::default() };
+        let pod = |uid: &[u8]| Pod {
+            metadata: Some(ObjectMeta { uid: Some(uid.to_vec()), ..ObjectMeta::default() }),
+            status: Some(PodStatus { conditions: vec![condition.clone()], ..PodStatus::default() }),
+            ..Pod::default()
+        };
+        let list = PodList {
+            metadata: Some(ListMeta { resource_version: Some(b"7".to_vec()), continue_: None }),
+            items: vec![pod(b"a"), pod(b"b")],
+        };
+        let page = decode_pod_list(&envelope("PodList", list.encode_to_vec())).unwrap();
+        assert_eq!(page.pods.len(), 2);
+        assert_eq!(page.pods[0].conditions[0].message.as_deref(), Some("bad \u{fffd} byte"));
     }
 
     #[test]

@@ -42,6 +42,8 @@ const PAGE: u32 = 500;
 const WATCH_SECONDS: u32 = 290;
 /// A watch silent for longer than its own timeout plus this is taken as dead.
 const IDLE_MARGIN: Duration = Duration::from_secs(10);
+const PROTOBUF: &str = "application/vnd.kubernetes.protobuf";
+const PROTOBUF_WATCH: &str = "application/vnd.kubernetes.protobuf;stream=watch";
 /// The largest frame accepted: a pod cannot exceed etcd's 1.5 MiB request limit.
 const MAX_FRAME: usize = 16 * 1024 * 1024;
 
@@ -71,6 +73,15 @@ impl ProtoPods {
         let response = self.client.send(http::Request::from_parts(parts, kube::client::Body::from(body))).await?;
         let code = response.status();
         if code.is_success() {
+            let content_type = response.headers().get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+            if !content_type.starts_with(PROTOBUF) {
+                return Err(kube::Error::Service(
+                    format!(
+                        "asked for protobuf, the apiserver (or a proxy in front of it) answered {content_type:?}: run with --pod-wire json"
+                    )
+                    .into(),
+                ));
+            }
             return Ok(response);
         }
         let bytes = response.into_body().collect().await?.to_bytes();
@@ -83,7 +94,7 @@ impl ProtoPods {
     /// One page of the list.
     async fn list(&self, lp: &ListParams) -> Result<PodPage, kube::Error> {
         let request = kube::core::Request::new(&self.path).list(lp).map_err(kube::Error::BuildRequest)?;
-        let response = self.send(request, "application/vnd.kubernetes.protobuf").await?;
+        let response = self.send(request, PROTOBUF).await?;
         let bytes = response.into_body().collect().await?.to_bytes();
         pod_proto::decode_pod_list(&bytes).map_err(decode_error)
     }
@@ -91,19 +102,22 @@ impl ProtoPods {
     /// A watch from `version`: one decoded event per length-prefixed frame.
     async fn watch(&self, wp: &WatchParams, version: &str) -> Result<BoxStream<'static, Result<PodWatchEvent, kube::Error>>, kube::Error> {
         let request = kube::core::Request::new(&self.path).watch(wp, version).map_err(kube::Error::BuildRequest)?;
-        let response = self.send(request, "application/vnd.kubernetes.protobuf;stream=watch").await?;
+        let response = self.send(request, PROTOBUF_WATCH).await?;
         let body = response.into_body().into_data_stream().map_err(std::io::Error::other);
         let codec = LengthDelimitedCodec::builder().max_frame_length(MAX_FRAME).new_codec();
         let frames = FramedRead::new(StreamReader::new(body), codec);
+        // A connection that fails or closes mid-frame (an apiserver restart, a proxy's cut,
+        // the client's read timeout) ends the watch; the caller resumes from its last version,
+        // so nothing is lost, and a watch that cannot start again is the error that counts.
         Ok(frames
-            .filter_map(|frame| async move {
-                match frame {
+            .scan((), |(), frame| {
+                futures::future::ready(match frame {
                     Ok(frame) => Some(pod_proto::decode_watch_frame(&frame).map_err(decode_error)),
-                    // The connection ending mid-frame ends the watch, to be resumed, as kube's
-                    // JSON watch does at an unexpected EOF.
-                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => None,
-                    Err(e) => Some(Err(kube::Error::ReadEvents(e))),
-                }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "pod watch connection ended");
+                        None
+                    }
+                })
             })
             .boxed())
     }
@@ -283,7 +297,13 @@ fn snapshot_event(event: Event<LeanPod>) -> Event<PodSnapshot> {
     }
 }
 
-pub(super) fn watch_event(event: kube::api::WatchEvent<LeanPod>) -> PodWatchEvent {
+/// One line of a JSON pod watch, decoded as the JSON path does (`LeanPod`, then the model's
+/// trimming): the tests hold the protobuf decoder to it, and the model bench compares the two.
+pub fn decode_json_watch_line(line: &str) -> Result<PodWatchEvent, serde_json::Error> {
+    Ok(watch_event(serde_json::from_str(line)?))
+}
+
+fn watch_event(event: kube::api::WatchEvent<LeanPod>) -> PodWatchEvent {
     use kube::api::WatchEvent;
     match event {
         WatchEvent::Added(LeanPod(pod)) => PodWatchEvent::Added(PodSnapshot::from_pod(&pod)),
