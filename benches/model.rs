@@ -3,7 +3,9 @@
 //! - a status update: `PodSnapshot::from_pod` and `PodHistory::observe`, what the operator does
 //!   for each pod watch event;
 //! - an event: `EventSnapshot::from_event` and `PodHistory::observe_event`;
-//! - a report write's encoding: the status patch body, as the writer sends it.
+//! - a report write's encoding: the status patch body, as the writer sends it;
+//! - decoding one pod watch event, JSON (`LeanPod`, then `from_pod`) against protobuf (the
+//!   operator's default), on one watch recorded in both formats (`tests/fixtures/proto`).
 //!
 //! Two modes:
 //! - `cargo bench --bench model`: criterion, time per element;
@@ -17,6 +19,33 @@ use std::hint::black_box;
 use criterion::{BatchSize, Criterion, Throughput};
 use podlife::lifecycle::recording::{Observed, Recording};
 use podlife::lifecycle::{BackoffProfile, EventSnapshot, PodHistory, PodSnapshot, Source};
+
+/// One watch of a kubelet-run pod, recorded in both formats from the same resourceVersion.
+const WATCH_PROTOBUF: &[u8] = include_bytes!("../tests/fixtures/proto/watch.pb");
+const WATCH_JSON: &str = include_str!("../tests/fixtures/proto/watch.jsonl");
+
+/// The protobuf watch's frames, without their 4-byte length prefixes.
+fn protobuf_frames() -> Vec<&'static [u8]> {
+    let (mut rest, mut frames) = (WATCH_PROTOBUF, Vec::new());
+    while rest.len() >= 4 {
+        let len = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        frames.push(&rest[4..4 + len]);
+        rest = &rest[4 + len..];
+    }
+    frames
+}
+
+fn decode_protobuf(frames: &[&[u8]]) {
+    for frame in frames {
+        black_box(podlife::operator::pod_proto::decode_watch_frame(black_box(frame)).expect("the fixture decodes"));
+    }
+}
+
+fn decode_json(lines: &[&str]) {
+    for line in lines {
+        black_box(podlife::operator::pod_watch::decode_json_watch_line(black_box(line)).expect("the fixture decodes"));
+    }
+}
 
 const FIXTURES: [(&str, &str); 2] =
     [("crashloop", include_str!("../tests/fixtures/crashloop.jsonl")), ("liveness", include_str!("../tests/fixtures/liveness.jsonl"))];
@@ -79,6 +108,13 @@ fn encode_report(history: &PodHistory) -> Vec<u8> {
 }
 
 fn criterion_benches(c: &mut Criterion, workloads: &[Workload]) {
+    let (frames, lines): (Vec<&[u8]>, Vec<&str>) = (protobuf_frames(), WATCH_JSON.lines().collect());
+    let mut group = c.benchmark_group("wire");
+    group.throughput(Throughput::Elements(lines.len() as u64));
+    group.bench_function("decode_json", |b| b.iter(|| decode_json(&lines)));
+    group.throughput(Throughput::Elements(frames.len() as u64));
+    group.bench_function("decode_protobuf", |b| b.iter(|| decode_protobuf(&frames)));
+    group.finish();
     for w in workloads {
         let mut group = c.benchmark_group(format!("model/{}", w.name));
         group.throughput(Throughput::Elements(w.pods.len() as u64));
@@ -98,7 +134,21 @@ fn criterion_benches(c: &mut Criterion, workloads: &[Workload]) {
 /// starting history alone, to subtract.
 fn fixed_loops(step: &str, loops: u64, workloads: &[Workload]) -> Result<(), String> {
     let mut inputs = 0u64;
+    let (frames, lines): (Vec<&[u8]>, Vec<&str>) = (protobuf_frames(), WATCH_JSON.lines().collect());
     for _ in 0..loops {
+        match step {
+            "decode_json" => {
+                decode_json(&lines);
+                inputs += lines.len() as u64;
+                continue;
+            }
+            "decode_protobuf" => {
+                decode_protobuf(&frames);
+                inputs += frames.len() as u64;
+                continue;
+            }
+            _ => {}
+        }
         for w in workloads {
             inputs += match step {
                 "status_update" => {
@@ -117,7 +167,11 @@ fn fixed_loops(step: &str, loops: u64, workloads: &[Workload]) -> Result<(), Str
                     black_box(encode_report(&w.complete));
                     1
                 }
-                _ => return Err(format!("unknown step {step:?}: status_update, event, event_setup or encode_report")),
+                _ => {
+                    return Err(format!(
+                        "unknown step {step:?}: status_update, event, event_setup, encode_report, decode_json or decode_protobuf"
+                    ));
+                }
             } as u64;
         }
     }
