@@ -337,15 +337,12 @@ fn non_empty(bytes: Option<Vec<u8>>) -> Option<String> {
     text(bytes.filter(|b| !b.is_empty()))
 }
 
-/// A `metav1.Time` as its JSON form reads: whole seconds, and the zero time (encoded as an
-/// empty message) as none.
+/// A `metav1.Time` as its JSON form reads: whole seconds, and the zero time as none. Go's
+/// encoder writes the zero time as an empty message and any other time with both fields, even
+/// when they are 0 (every time in the recorded `pod.pb` carries `nanos: 0`), so an absent
+/// `seconds` is the zero time and `seconds: 0` is 1970, as JSON's `1970-01-01T00:00:00Z` is.
 fn time_of(t: Option<Time>) -> Option<Timestamp> {
-    let t = t?;
-    let seconds = t.seconds.unwrap_or_default();
-    if seconds == 0 && t.nanos.unwrap_or_default() == 0 {
-        return None;
-    }
-    Timestamp::from_second(seconds).ok()
+    Timestamp::from_second(t?.seconds?).ok()
 }
 
 fn state_of(s: ContainerStateProto) -> Option<ContainerState> {
@@ -506,13 +503,14 @@ mod tests {
     }
 
     /// Catches nanoseconds kept (a protobuf writer's `metav1.Now()` has them; JSON readers, and
-    /// reports written from JSON, see whole seconds) and a zero time read as 1970.
+    /// reports written from JSON, see whole seconds), the zero time read as 1970, and 1970 (both
+    /// fields written as 0) read as the zero time.
     #[test]
     fn times_read_as_their_json_form() {
         let t = |seconds, nanos| Some(Time { seconds: Some(seconds), nanos: Some(nanos) });
         assert_eq!(time_of(t(1_764_000_000, 123_456_000)), Some(Timestamp::from_second(1_764_000_000).unwrap()));
         assert_eq!(time_of(Some(Time::default())), None);
-        assert_eq!(time_of(t(0, 0)), None);
+        assert_eq!(time_of(t(0, 0)), Some(Timestamp::UNIX_EPOCH));
         assert_eq!(time_of(None), None);
     }
 
