@@ -12,8 +12,10 @@
 //! reads, with the upstream field numbers. prost skips every other field unparsed.
 //!
 //! The Go encoder writes a non-pointer string or number even when empty or zero, where JSON's
-//! `omitempty` leaves it out; and `metav1.Time` keeps nanoseconds, where its JSON form has whole
-//! seconds. The conversion normalises both, so a snapshot equals the one from the pod's JSON.
+//! `omitempty` leaves it out; and `metav1.Time` has a nanoseconds field, where its JSON form has
+//! whole seconds (Go writes it as 0, `ProtoTime` leaves nanoseconds out on purpose, but another
+//! writer need not). The conversion normalises both, so a snapshot equals the one from the
+//! pod's JSON.
 
 use jiff::Timestamp;
 use prost::Message;
@@ -502,7 +504,7 @@ mod tests {
         assert_eq!((side.kind, side.last_terminated.as_ref().unwrap().signal), (ContainerKind::Sidecar, Some(9)));
     }
 
-    /// Catches nanoseconds kept (a protobuf writer's `metav1.Now()` has them; JSON readers, and
+    /// Catches nanoseconds kept (Go writes 0, a writer in another language may not; JSON readers, and
     /// reports written from JSON, see whole seconds), the zero time read as 1970, and 1970 (both
     /// fields written as 0) read as the zero time.
     #[test]
