@@ -19,21 +19,11 @@ use std::hint::black_box;
 use criterion::{BatchSize, Criterion, Throughput};
 use podlife::lifecycle::recording::{Observed, Recording};
 use podlife::lifecycle::{BackoffProfile, EventSnapshot, PodHistory, PodSnapshot, Source};
+use podlife::operator::pod_proto::recorded_frames;
 
 /// One watch of a kubelet-run pod, recorded in both formats from the same resourceVersion.
 const WATCH_PROTOBUF: &[u8] = include_bytes!("../tests/fixtures/proto/watch.pb");
 const WATCH_JSON: &str = include_str!("../tests/fixtures/proto/watch.jsonl");
-
-/// The protobuf watch's frames, without their 4-byte length prefixes.
-fn protobuf_frames() -> Vec<&'static [u8]> {
-    let (mut rest, mut frames) = (WATCH_PROTOBUF, Vec::new());
-    while rest.len() >= 4 {
-        let len = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-        frames.push(&rest[4..4 + len]);
-        rest = &rest[4 + len..];
-    }
-    frames
-}
 
 fn decode_protobuf(frames: &[&[u8]]) {
     for frame in frames {
@@ -108,7 +98,7 @@ fn encode_report(history: &PodHistory) -> Vec<u8> {
 }
 
 fn criterion_benches(c: &mut Criterion, workloads: &[Workload]) {
-    let (frames, lines): (Vec<&[u8]>, Vec<&str>) = (protobuf_frames(), WATCH_JSON.lines().collect());
+    let (frames, lines): (Vec<&[u8]>, Vec<&str>) = (recorded_frames(WATCH_PROTOBUF), WATCH_JSON.lines().collect());
     let mut group = c.benchmark_group("wire");
     group.throughput(Throughput::Elements(lines.len() as u64));
     group.bench_function("decode_json", |b| b.iter(|| decode_json(&lines)));
@@ -134,7 +124,7 @@ fn criterion_benches(c: &mut Criterion, workloads: &[Workload]) {
 /// starting history alone, to subtract.
 fn fixed_loops(step: &str, loops: u64, workloads: &[Workload]) -> Result<(), String> {
     let mut inputs = 0u64;
-    let (frames, lines): (Vec<&[u8]>, Vec<&str>) = (protobuf_frames(), WATCH_JSON.lines().collect());
+    let (frames, lines): (Vec<&[u8]>, Vec<&str>) = (recorded_frames(WATCH_PROTOBUF), WATCH_JSON.lines().collect());
     for _ in 0..loops {
         match step {
             "decode_json" => {

@@ -318,6 +318,20 @@ pub fn decode_watch_frame(frame: &[u8]) -> Result<PodWatchEvent, ProtoError> {
     })
 }
 
+/// The frames of a protobuf watch stream saved whole, as `e2e/record-proto-fixtures` records
+/// one: each a 4-byte big-endian length, then the frame. For the tests and the model bench; the
+/// operator reads a live stream with tokio-util's `LengthDelimitedCodec`. Stops at a cut frame.
+pub fn recorded_frames(mut stream: &[u8]) -> Vec<&[u8]> {
+    let mut frames = Vec::new();
+    while let Some((len, rest)) = stream.split_first_chunk::<4>()
+        && let Some((frame, rest)) = rest.split_at_checked(u32::from_be_bytes(*len) as usize)
+    {
+        frames.push(frame);
+        stream = rest;
+    }
+    frames
+}
+
 /// A protobuf-encoded Pod (a GET's body) as the model's snapshot.
 pub fn decode_pod(bytes: &[u8]) -> Result<PodSnapshot, ProtoError> {
     Ok(snapshot_of(Pod::decode(unwrap_object(bytes, "Pod")?.as_slice())?))
@@ -449,16 +463,6 @@ mod tests {
     const LIST_PB: &[u8] = include_bytes!("../../tests/fixtures/proto/list.pb");
     const STATUS_404_PB: &[u8] = include_bytes!("../../tests/fixtures/proto/status-404.pb");
 
-    fn frames(mut stream: &[u8]) -> Vec<&[u8]> {
-        let mut out = Vec::new();
-        while !stream.is_empty() {
-            let len = u32::from_be_bytes(stream[..4].try_into().unwrap()) as usize;
-            out.push(&stream[4..4 + len]);
-            stream = &stream[4 + len..];
-        }
-        out
-    }
-
     fn from_json(pod: &str) -> PodSnapshot {
         let LeanPod(pod) = serde_json::from_str(pod).unwrap();
         PodSnapshot::from_pod(&pod)
@@ -469,7 +473,7 @@ mod tests {
     /// container: every recorded frame must decode to what the same event's JSON gives.
     #[test]
     fn every_watch_frame_equals_its_json_event() {
-        let frames = frames(WATCH_PB);
+        let frames = recorded_frames(WATCH_PB);
         let lines: Vec<&str> = WATCH_JSON.lines().collect();
         assert_eq!(frames.len(), lines.len());
         assert!(frames.len() > 15, "the recording covers the pod's life");

@@ -123,6 +123,24 @@ impl ProtoPods {
     }
 }
 
+/// A list of `limit` pods a page, with the scope's label selector if it has one.
+fn list_params(labels: Option<&str>, limit: u32) -> ListParams {
+    let lp = ListParams::default().limit(limit);
+    match labels {
+        Some(labels) => lp.labels(labels),
+        None => lp,
+    }
+}
+
+/// A watch the apiserver ends after `seconds`, with the scope's label selector if it has one.
+fn watch_params(labels: Option<&str>, seconds: u32) -> WatchParams {
+    let wp = WatchParams::default().timeout(seconds);
+    match labels {
+        Some(labels) => wp.labels(labels),
+        None => wp,
+    }
+}
+
 fn decode_error(e: pod_proto::ProtoError) -> kube::Error {
     kube::Error::Service(Box::new(e))
 }
@@ -160,10 +178,7 @@ async fn step(api: &ProtoPods, labels: Option<&str>, state: State) -> (Option<Re
             {
                 return (Some(Ok(Event::InitDone)), State::Listed { version });
             }
-            let mut lp = ListParams::default().limit(PAGE);
-            if let Some(labels) = labels {
-                lp = lp.labels(labels);
-            }
+            let mut lp = list_params(labels, PAGE);
             lp.continue_token = continue_token;
             match api.list(&lp).await {
                 Ok(page) if page.resource_version.is_none() && page.continue_token.is_none() => {
@@ -175,16 +190,10 @@ async fn step(api: &ProtoPods, labels: Option<&str>, state: State) -> (Option<Re
                 Err(e) => (Some(Err(watcher::Error::InitialListFailed(e))), State::Empty),
             }
         }
-        State::Listed { version } => {
-            let mut wp = WatchParams::default().timeout(WATCH_SECONDS);
-            if let Some(labels) = labels {
-                wp = wp.labels(labels);
-            }
-            match api.watch(&wp, &version).await {
-                Ok(stream) => (None, State::Watching { version, stream }),
-                Err(e) => (Some(Err(watcher::Error::WatchStartFailed(e))), State::Listed { version }),
-            }
-        }
+        State::Listed { version } => match api.watch(&watch_params(labels, WATCH_SECONDS), &version).await {
+            Ok(stream) => (None, State::Watching { version, stream }),
+            Err(e) => (Some(Err(watcher::Error::WatchStartFailed(e))), State::Listed { version }),
+        },
         State::Watching { version, mut stream } => {
             let idle = Duration::from_secs(u64::from(WATCH_SECONDS)) + IDLE_MARGIN;
             let next = tokio::time::timeout(idle, stream.next()).await.ok().flatten();
@@ -263,10 +272,7 @@ impl PodSource {
 
     /// A plain watch from `version` (no relisting), ended by the apiserver after `seconds`.
     pub async fn watch(&self, version: &str, seconds: u32) -> Result<BoxStream<'static, Result<PodWatchEvent, kube::Error>>, kube::Error> {
-        let mut wp = WatchParams::default().timeout(seconds);
-        if let Some(labels) = &self.labels {
-            wp = wp.labels(labels);
-        }
+        let wp = watch_params(self.labels.as_deref(), seconds);
         match self.wire {
             PodWire::Protobuf => self.proto.watch(&wp, version).await,
             PodWire::Json => Ok(self.json.watch(&wp, version).await?.map_ok(watch_event).boxed()),
@@ -275,10 +281,7 @@ impl PodSource {
 
     /// The collection's current resourceVersion (a one-pod list).
     pub async fn collection_version(&self) -> Result<Option<u64>, kube::Error> {
-        let mut lp = ListParams::default().limit(1);
-        if let Some(labels) = &self.labels {
-            lp = lp.labels(labels);
-        }
+        let lp = list_params(self.labels.as_deref(), 1);
         let version = match self.wire {
             PodWire::Protobuf => self.proto.list(&lp).await?.resource_version,
             PodWire::Json => self.json.list_metadata(&lp).await?.metadata.resource_version,
