@@ -390,6 +390,11 @@ fn push_bounded<T>(list: &mut VecDeque<T>, item: T, cap: usize, dropped: &mut u6
         list.pop_front();
         *dropped += 1;
     }
+    if list.len() == list.capacity() {
+        // Grown by an eighth, not doubled: a history is kept for the pod's whole life, and
+        // doubling leaves up to half of each list empty (megabytes over 10k pods).
+        list.reserve_exact((list.len() / 8).max(1));
+    }
     list.push_back(item);
 }
 
@@ -426,6 +431,16 @@ impl ContainerHistory {
             pending_announced_seconds: None,
             backoff_step: 0,
         }
+    }
+
+    fn shrink_to_fit(&mut self) {
+        self.states.shrink_to_fit();
+        self.ready.shrink_to_fit();
+        self.started.shrink_to_fit();
+        self.terminations.shrink_to_fit();
+        self.restarts.shrink_to_fit();
+        self.crash_loops.shrink_to_fit();
+        self.probe_kills.shrink_to_fit();
     }
 
     fn has_termination(&self, t: &Termination) -> bool {
@@ -707,6 +722,9 @@ impl PodHistory {
             let idx = match self.containers.iter().position(|h| h.name == c.name) {
                 Some(i) => i,
                 None => {
+                    // One slot at a time: a pod's containers are few and fixed (a first push
+                    // would otherwise make room for four histories of 300 bytes).
+                    self.containers.reserve_exact(1);
                     self.containers.push(ContainerHistory::new(&c.name, c.kind));
                     self.containers.len() - 1
                 }
@@ -721,6 +739,18 @@ impl PodHistory {
         self.refresh_summary(snap);
         self.summary.transitions_recorded += changes.iter().filter(|c| **c != Change::Owner).count() as u64;
         changes
+    }
+
+    /// Gives back the room its lists hold beyond their entries (a decoded report's lists
+    /// grew by doubling).
+    pub fn shrink_to_fit(&mut self) {
+        self.phases.shrink_to_fit();
+        self.conditions.shrink_to_fit();
+        self.events.shrink_to_fit();
+        self.containers.shrink_to_fit();
+        for c in &mut self.containers {
+            c.shrink_to_fit();
+        }
     }
 
     /// Records the owner chain (as it grows by lookups) and names the workload in the summary.

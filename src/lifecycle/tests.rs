@@ -675,3 +675,44 @@ fn an_older_status_replayed_after_a_newer_one_changes_nothing() {
     assert_eq!(h.observe(&at(12, false), t(4), Source::Live, &p), [Change::Flip, Change::Flip]);
     assert_eq!(h.containers[0].ready.iter().map(|f| f.value).collect::<Vec<_>>(), [true, false]);
 }
+
+/// (entries, room) of every list in a history.
+fn list_room(h: &PodHistory) -> Vec<(&'static str, usize, usize)> {
+    let mut lists = vec![
+        ("phases", h.phases.len(), h.phases.capacity()),
+        ("conditions", h.conditions.len(), h.conditions.capacity()),
+        ("events", h.events.len(), h.events.capacity()),
+        ("containers", h.containers.len(), h.containers.capacity()),
+    ];
+    for c in &h.containers {
+        lists.push(("states", c.states.len(), c.states.capacity()));
+        lists.push(("ready", c.ready.len(), c.ready.capacity()));
+        lists.push(("started", c.started.len(), c.started.capacity()));
+        lists.push(("terminations", c.terminations.len(), c.terminations.capacity()));
+        lists.push(("restarts", c.restarts.len(), c.restarts.capacity()));
+    }
+    lists
+}
+
+// Catches lists that grow by doubling (as `VecDeque::push_back` alone does): 10k histories
+// held for their pods' lives then keep up to half their room empty, megabytes of RSS.
+#[test]
+fn a_history_keeps_little_room_beyond_its_entries() {
+    for runs in [1, 3, 9, 40, 200] {
+        let h = long_crash_loop(runs);
+        for (list, len, room) in list_room(&h) {
+            assert!(room <= len + len / 8 + 1, "{runs} runs: {list} holds {len} in room for {room}");
+        }
+    }
+}
+
+// Catches a decoded report (its lists grown by doubling while parsing) kept as decoded.
+#[test]
+fn a_shrunk_history_keeps_no_room_beyond_its_entries() {
+    let mut h: PodHistory = serde_json::from_str(&serde_json::to_string(&long_crash_loop(9)).unwrap()).unwrap();
+    assert!(list_room(&h).iter().any(|(_, len, room)| room > len), "decoding leaves room (or this test shows nothing)");
+    h.shrink_to_fit();
+    for (list, len, room) in list_room(&h) {
+        assert_eq!(room, len, "{list}");
+    }
+}

@@ -91,7 +91,9 @@ impl Scope {
 #[derive(Debug)]
 pub struct Tracked {
     pub namespace: String,
-    pub history: PodHistory,
+    /// Boxed: a history is over 500 bytes, and a map of 10k pods has up to twice as many slots
+    /// as entries, each the size of its value.
+    pub history: Box<PodHistory>,
     pub dirty: bool,
     /// False until the report object exists (its spec is applied once, then only status).
     pub report_exists: bool,
@@ -122,7 +124,7 @@ pub struct Tracked {
 }
 
 impl Tracked {
-    fn new(namespace: String, history: PodHistory, report_exists: bool) -> Self {
+    fn new(namespace: String, history: Box<PodHistory>, report_exists: bool) -> Self {
         // A stored report with a complete chain got its labels in the same write.
         let labelled = report_exists && history.owners.as_ref().is_some_and(|o| o.complete);
         // A stored report whose chain a previous operator could not finish: finish it now.
@@ -189,7 +191,7 @@ pub enum ReportState {
 #[derive(Debug)]
 pub struct StoredReport {
     pub namespace: String,
-    pub history: PodHistory,
+    pub history: Box<PodHistory>,
     /// Its size as stored (history and overhead), for the operator-wide budget.
     pub bytes: usize,
 }
@@ -199,6 +201,17 @@ struct Pending {
     first_arrival: Instant,
     events: Vec<EventSnapshot>,
     bytes: usize,
+}
+
+/// Takes the stored report of `uid`, once its pod is seen or known gone. The map is shrunk as
+/// it empties: a cold start fills it with every report, and its slots would otherwise outlive
+/// them (megabytes at 10k pods).
+fn claim_stored(existing: &mut HashMap<String, StoredReport>, uid: &str) -> Option<StoredReport> {
+    let stored = existing.remove(uid)?;
+    if existing.capacity() > 64 && existing.len() < existing.capacity() / 4 {
+        existing.shrink_to_fit();
+    }
+    Some(stored)
 }
 
 impl Inner {
@@ -316,7 +329,9 @@ pub fn parse_report(object: serde_json::Value) -> Result<(String, StoredReport),
         return Err("spec.podUid is empty".into());
     }
     let namespace = report.metadata.namespace.clone().unwrap_or_default();
-    let history = report.status.unwrap_or_else(|| PodHistory::new(&report.spec.pod_name, &uid));
+    let mut history = Box::new(report.status.unwrap_or_else(|| PodHistory::new(&report.spec.pod_name, &uid)));
+    // Decoding grew its lists by doubling; held for the pod's life, they keep only what they hold.
+    history.shrink_to_fit();
     let bytes = history.serialized_len() + REPORT_OVERHEAD_BYTES;
     Ok((uid, StoredReport { namespace, history, bytes }))
 }
@@ -440,9 +455,9 @@ impl Store {
         }
         let tracked = inner.pods.entry(snap.uid.clone()).or_insert_with(|| {
             self.metrics.tracked_pods.inc();
-            match inner.existing.remove(&snap.uid) {
+            match claim_stored(&mut inner.existing, &snap.uid) {
                 Some(stored) => Tracked::from_stored(stored),
-                None => Tracked::new(snap.namespace.clone(), PodHistory::new(&snap.name, &snap.uid), false),
+                None => Tracked::new(snap.namespace.clone(), Box::new(PodHistory::new(&snap.name, &snap.uid)), false),
             }
         });
         let measured_before = measured(&tracked.history);
@@ -608,7 +623,7 @@ impl Store {
             .map(|(uid, _)| uid.clone())
             .collect();
         for uid in orphans {
-            let Some(stored) = inner.existing.remove(&uid) else { continue };
+            let Some(stored) = claim_stored(&mut inner.existing, &uid) else { continue };
             let mut tracked = Tracked::from_stored(stored);
             tracked.gone = true;
             tracked.dirty = tracked.history.deleted_at.is_none();
@@ -690,7 +705,7 @@ impl Store {
                 namespace: t.namespace.clone(),
                 report_exists: t.report_exists,
                 labelled: t.labelled,
-                history: t.history.clone(),
+                history: PodHistory::clone(&t.history),
             });
         }
         // Sampled here, once per window, rather than recounted on every event (O(pods)).
@@ -1036,6 +1051,27 @@ mod tests {
         h
     }
 
+    /// Defect caught: the map of reports read at start keeping its slots (over 500 bytes each)
+    /// once its pods have claimed them: at 10k pods a cold-started operator held megabytes
+    /// more than one that grew live.
+    #[test]
+    fn claimed_stored_reports_give_their_room_back() {
+        let store = store();
+        let uids: Vec<String> = (0..1000).map(|i| format!("u{i}")).collect();
+        store.add_stored(
+            uids.iter()
+                .map(|uid| (uid.clone(), StoredReport { namespace: "n".into(), history: PodHistory::new("p", uid).into(), bytes: 0 })),
+        );
+        let filled = store.lock().existing.capacity();
+        assert!(filled >= 1000);
+        for uid in &uids[..999] {
+            store.observe_pod(&pod(uid), Source::Live, false);
+        }
+        let inner = store.lock();
+        assert_eq!((inner.existing.len(), inner.pods.len()), (1, 999));
+        assert!(inner.existing.capacity() <= 64, "room for {} stored reports kept (of {filled})", inner.existing.capacity());
+    }
+
     /// Defects caught: reports that together outgrow the operator-wide budget (etcd's quota at
     /// 10k pods), quiet pods trimmed along with noisy ones, and a trimmed report that is not
     /// written again (etcd would keep the old size), or is rewritten every window.
@@ -1051,12 +1087,12 @@ mod tests {
         store.add_stored(noisy.map(|uid| {
             let history = noisy_history(uid, 40);
             let bytes = history.serialized_len() + REPORT_OVERHEAD_BYTES;
-            (uid.to_string(), StoredReport { namespace: "n".into(), history, bytes })
+            (uid.to_string(), StoredReport { namespace: "n".into(), history: history.into(), bytes })
         }));
         for uid in noisy {
             store.observe_pod(&pod(uid), Source::Live, false);
         }
-        let quiet_before: Vec<PodHistory> = quiet.iter().map(|u| store.lock().pods[u].history.clone()).collect();
+        let quiet_before: Vec<PodHistory> = quiet.iter().map(|u| store.lock().pods[u].history.as_ref().clone()).collect();
         let noisy_events = store.lock().pods["noisy-0"].history.events.len();
         let total_before: usize = store.lock().pods.values().map(|t| t.history.serialized_len() + REPORT_OVERHEAD_BYTES).sum();
         assert!(total_before > 48 * 1024, "the test starts over budget ({total_before} bytes)");
@@ -1066,7 +1102,7 @@ mod tests {
         let total: usize = store.lock().pods.values().map(|t| t.history.serialized_len() + REPORT_OVERHEAD_BYTES).sum();
         assert!(total <= 48 * 1024, "{total} bytes in all after trimming");
         for (uid, before) in quiet.iter().zip(&quiet_before) {
-            assert_eq!(&store.lock().pods[uid].history, before, "{uid} is quiet and keeps everything");
+            assert_eq!(store.lock().pods[uid].history.as_ref(), before, "{uid} is quiet and keeps everything");
         }
         for uid in noisy {
             let inner = store.lock();
@@ -1088,8 +1124,9 @@ mod tests {
     #[test]
     fn stored_reports_are_adopted_as_gone_only_by_a_relist_of_their_namespace() {
         let store = store();
-        let report =
-            |ns: &str, uid: &str| (uid.to_string(), StoredReport { namespace: ns.into(), history: PodHistory::new("p", uid), bytes: 0 });
+        let report = |ns: &str, uid: &str| {
+            (uid.to_string(), StoredReport { namespace: ns.into(), history: PodHistory::new("p", uid).into(), bytes: 0 })
+        };
         store.add_stored([report("a", "old-a"), report("b", "live-b")]);
         store.mark_missing_as_gone(&Scope::Namespace("a".into()), &HashSet::new());
         assert!(store.lock().pods["old-a"].gone);
@@ -1117,7 +1154,7 @@ mod tests {
         let mut history = PodHistory::new("p", "old");
         let deleted = Timestamp::now() - jiff::SignedDuration::from_secs(7200);
         history.deleted_at = Some(deleted);
-        store.add_stored([("old".to_string(), StoredReport { namespace: "n".into(), history, bytes: 0 })]);
+        store.add_stored([("old".to_string(), StoredReport { namespace: "n".into(), history: history.into(), bytes: 0 })]);
         store.mark_missing_as_gone(&Scope::Cluster, &HashSet::new());
         // Just after a restart: already two hours past deletion, so it goes now; it stays
         // tracked until its deletion is confirmed.
@@ -1307,7 +1344,7 @@ mod tests {
             "old".to_string(),
             StoredReport {
                 namespace: "n".into(),
-                history: PodHistory { watch_resume_from: Some(40), ..PodHistory::new("p", "old") },
+                history: PodHistory { watch_resume_from: Some(40), ..PodHistory::new("p", "old") }.into(),
                 bytes: 0,
             },
         )]);
@@ -1433,7 +1470,7 @@ mod tests {
         let store = store().with_ownership(Arc::new(ownership));
         let stored = |uid: &str, at: u64| {
             let history = PodHistory { watch_resume_from: Some(at), ..PodHistory::new("p", uid) };
-            (uid.to_string(), StoredReport { namespace: "n".into(), history, bytes: 0 })
+            (uid.to_string(), StoredReport { namespace: "n".into(), history: history.into(), bytes: 0 })
         };
         store.add_stored([stored(&dead_ones, 40), stored(&live_ones, 90), stored(&elsewhere, 10)]);
         assert_eq!(store.stored_unmatched(), 2, "another shard's report is not kept");
@@ -1464,7 +1501,7 @@ mod tests {
         let ownership = Ownership::new(4, [(0, Arc::clone(&open)), (1, Arc::clone(&open))].into_iter().collect(), resume);
         let store = store().with_ownership(Arc::new(ownership));
         let history = PodHistory { watch_resume_from: Some(20), ..PodHistory::new("p", &quiet) };
-        store.add_stored([(quiet.clone(), StoredReport { namespace: "n".into(), history, bytes: 0 })]);
+        store.add_stored([(quiet.clone(), StoredReport { namespace: "n".into(), history: history.into(), bytes: 0 })]);
         assert_eq!(
             store.resume_point(&Scope::Cluster),
             Some(55),
