@@ -796,8 +796,14 @@ async fn watch_pods(
                             }
                         }
                         let seen: HashSet<String> = listed_pods.iter().map(|p| p.uid.clone()).collect();
-                        for pod in &listed_pods {
+                        for (i, pod) in listed_pods.iter().enumerate() {
                             store.observe_snapshot(pod, crate::lifecycle::Source::Rebuilt, false);
+                            // One thread runs every watch, the writer and the Lease renewals
+                            // (src/bin/podlife-operator.rs): a 10k-pod relist lets them in. The
+                            // writer could already run between these on the multi-thread runtime.
+                            if i % 500 == 499 {
+                                tokio::task::yield_now().await;
+                            }
                         }
                         store.mark_missing_as_gone(&w.scope, &seen);
                         if std::mem::take(&mut first) && listed.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 >= total {
