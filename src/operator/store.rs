@@ -205,7 +205,7 @@ struct Pending {
 
 /// Takes the stored report of `uid`, once its pod is seen or known gone. The map is shrunk as
 /// it empties: a cold start fills it with every report, and its slots would otherwise outlive
-/// them (megabytes at 10k pods).
+/// them (about 1 MB at 10k pods now that histories are boxed; 10 MB when they were inline).
 fn claim_stored(existing: &mut HashMap<String, StoredReport>, uid: &str) -> Option<StoredReport> {
     let stored = existing.remove(uid)?;
     if existing.capacity() > 64 && existing.len() < existing.capacity() / 4 {
@@ -1051,9 +1051,8 @@ mod tests {
         h
     }
 
-    /// Defect caught: the map of reports read at start keeping its slots (over 500 bytes each)
-    /// once its pods have claimed them: at 10k pods a cold-started operator held megabytes
-    /// more than one that grew live.
+    /// Defect caught: the map of reports read at start keeping its slots once its pods have
+    /// claimed them (16,384 slots at 10k pods, each a key, a namespace and a boxed history).
     #[test]
     fn claimed_stored_reports_give_their_room_back() {
         let store = store();
