@@ -1,7 +1,10 @@
-//! The operator refuses sharding settings it could not run safely before it contacts any
-//! cluster, with exit code 2 and a message that names the problem.
+//! The operator binary run locally, before it reaches any cluster: it refuses sharding
+//! settings it could not run safely (exit code 2 and a message that names the problem), and it
+//! starts without transparent huge pages.
 
+use std::io::Write;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 fn operator(args: &[&str]) -> (Option<i32>, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_podlife-operator"))
@@ -30,4 +33,50 @@ fn bad_sharding_settings_are_refused_before_any_cluster_call() {
         assert_eq!(code, Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains(says), "{args:?} should mention {says}: {stderr}");
     }
+}
+
+#[test]
+fn the_operator_runs_without_transparent_huge_pages_from_its_first_allocation() {
+    // Defects this catches: the operator leaving huge pages on (an idle operator then held
+    // 6 MiB of them, see src/bin/podlife-operator.rs), or switching them off only in `main`,
+    // after the allocator's constructor had already faulted in 4 MiB of them.
+    // An apiserver that accepts and never answers keeps the operator alive, in `main`.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let kubeconfig = std::env::temp_dir().join(format!("podlife-thp-{}.kubeconfig", std::process::id()));
+    let mut file = std::fs::File::create(&kubeconfig).unwrap();
+    write!(
+        file,
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: 'https://{}', insecure-skip-tls-verify: true}}\n\
+         users:\n- name: u\n  user: {{token: t}}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\ncurrent-context: x\n",
+        silent.local_addr().unwrap()
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_podlife-operator"))
+        .args(["--namespaces", "thp", "--listen", "127.0.0.1:0"])
+        .env_remove("POD_NAME")
+        .env_remove("PODLIFE_LEADER_ELECT")
+        .env("KUBECONFIG", &kubeconfig)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run podlife-operator");
+    // Its first request means it is in `main`, past every constructor.
+    silent.set_nonblocking(true).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let _connection = loop {
+        match silent.accept() {
+            Ok((c, _)) => break c,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => panic!("the operator never called the apiserver: {e}"),
+        }
+    };
+    let proc_file = |name: &str| std::fs::read_to_string(format!("/proc/{}/{name}", child.id())).unwrap();
+    let status = proc_file("status");
+    let rollup = proc_file("smaps_rollup");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    std::fs::remove_file(&kubeconfig).unwrap();
+    assert!(status.lines().any(|l| l.split_whitespace().eq(["THP_enabled:", "0"])), "{status}");
+    let huge = rollup.lines().find(|l| l.starts_with("AnonHugePages:")).expect("smaps_rollup lists AnonHugePages");
+    assert_eq!(huge.split_whitespace().nth(1), Some("0"), "huge pages faulted in before they were switched off: {huge}");
 }
