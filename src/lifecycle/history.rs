@@ -943,8 +943,21 @@ thread_local! {
     pub(crate) static HISTORY_SERIALIZATIONS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
+/// Counts the bytes of compact JSON without keeping them: the budget needs a size on every
+/// write, and building the whole text only to measure it grew and copied a buffer each time.
 fn serialized_len<T: Serialize>(value: &T) -> usize {
-    serde_json::to_vec(value).map_or(0, |v| v.len())
+    struct ByteCount(usize);
+    impl std::io::Write for ByteCount {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = ByteCount(0);
+    serde_json::to_writer(&mut count, value).map_or(0, |()| count.0)
 }
 
 /// The bounded lists of a history, for trimming to the byte budget (indexes are containers).
