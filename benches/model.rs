@@ -115,6 +115,7 @@ fn criterion_benches(c: &mut Criterion, workloads: &[Workload]) {
         });
         group.throughput(Throughput::Elements(1));
         group.bench_function("encode_report", |b| b.iter(|| encode_report(&w.complete)));
+        group.bench_function("size_report", |b| b.iter(|| w.complete.serialized_len()));
         group.finish();
     }
 }
@@ -157,9 +158,13 @@ fn fixed_loops(step: &str, loops: u64, workloads: &[Workload]) -> Result<(), Str
                     black_box(encode_report(&w.complete));
                     1
                 }
+                "size_report" => {
+                    black_box(w.complete.serialized_len());
+                    1
+                }
                 _ => {
                     return Err(format!(
-                        "unknown step {step:?}: status_update, event, event_setup, encode_report, decode_json or decode_protobuf"
+                        "unknown step {step:?}: status_update, event, event_setup, encode_report, size_report, decode_json or decode_protobuf"
                     ));
                 }
             } as u64;
