@@ -51,7 +51,16 @@ fn the_operator_runs_without_transparent_huge_pages_from_its_first_allocation() 
         silent.local_addr().unwrap()
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_podlife-operator"))
+    // Kills the operator and removes its kubeconfig however the test ends.
+    struct Running(std::process::Child, std::path::PathBuf);
+    impl Drop for Running {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+            let _ = std::fs::remove_file(&self.1);
+        }
+    }
+    let child = Command::new(env!("CARGO_BIN_EXE_podlife-operator"))
         .args(["--namespaces", "thp", "--listen", "127.0.0.1:0"])
         .env_remove("POD_NAME")
         .env_remove("PODLIFE_LEADER_ELECT")
@@ -60,6 +69,7 @@ fn the_operator_runs_without_transparent_huge_pages_from_its_first_allocation() 
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("run podlife-operator");
+    let operator = Running(child, kubeconfig);
     // Its first request means it is in `main`, past every constructor.
     silent.set_nonblocking(true).unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -70,12 +80,10 @@ fn the_operator_runs_without_transparent_huge_pages_from_its_first_allocation() 
             Err(e) => panic!("the operator never called the apiserver: {e}"),
         }
     };
-    let proc_file = |name: &str| std::fs::read_to_string(format!("/proc/{}/{name}", child.id())).unwrap();
+    let proc_file = |name: &str| std::fs::read_to_string(format!("/proc/{}/{name}", operator.0.id())).unwrap();
     let status = proc_file("status");
     let rollup = proc_file("smaps_rollup");
-    child.kill().unwrap();
-    child.wait().unwrap();
-    std::fs::remove_file(&kubeconfig).unwrap();
+    drop(operator);
     assert!(status.lines().any(|l| l.split_whitespace().eq(["THP_enabled:", "0"])), "{status}");
     let huge = rollup.lines().find(|l| l.starts_with("AnonHugePages:")).expect("smaps_rollup lists AnonHugePages");
     assert_eq!(huge.split_whitespace().nth(1), Some("0"), "huge pages faulted in before they were switched off: {huge}");
