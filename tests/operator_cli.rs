@@ -6,14 +6,15 @@ use std::io::Write;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// The operator with `args`, outside any pod and leader election, reaching for `kubeconfig`.
+fn operator_command(args: &[&str], kubeconfig: &std::path::Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_podlife-operator"));
+    command.args(args).env_remove("POD_NAME").env_remove("PODLIFE_LEADER_ELECT").env("KUBECONFIG", kubeconfig);
+    command
+}
+
 fn operator(args: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_podlife-operator"))
-        .args(args)
-        .env_remove("POD_NAME")
-        .env_remove("PODLIFE_LEADER_ELECT")
-        .env("KUBECONFIG", "/nonexistent/podlife-test-kubeconfig")
-        .output()
-        .expect("run podlife-operator");
+    let out = operator_command(args, "/nonexistent/podlife-test-kubeconfig".as_ref()).output().expect("run podlife-operator");
     (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
@@ -60,11 +61,7 @@ fn the_operator_runs_without_transparent_huge_pages_from_its_first_allocation() 
             let _ = std::fs::remove_file(&self.1);
         }
     }
-    let child = Command::new(env!("CARGO_BIN_EXE_podlife-operator"))
-        .args(["--namespaces", "thp", "--listen", "127.0.0.1:0"])
-        .env_remove("POD_NAME")
-        .env_remove("PODLIFE_LEADER_ELECT")
-        .env("KUBECONFIG", &kubeconfig)
+    let child = operator_command(&["--namespaces", "thp", "--listen", "127.0.0.1:0"], &kubeconfig)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
