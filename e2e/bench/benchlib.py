@@ -14,6 +14,12 @@ def free_port():
     s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
 
 
+def cpu_seconds(pid):
+    """User and system CPU time of a process so far, in seconds (/proc/PID/stat)."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def status_kib(pid, field):
     """A /proc/PID/status size field (VmRSS, VmHWM) in KiB."""
     with open(f"/proc/{pid}/status") as f:
