@@ -1,6 +1,7 @@
 """Shared by the benchmark scripts in e2e/bench: where results go and how each section of
 BENCHMARKS.md says what produced it. Not a test library: benchmarks report, they do not judge."""
-import datetime, os, re, socket, subprocess
+import datetime, http.client, json, os, re, socket, ssl, subprocess, threading
+from urllib.parse import quote, urlparse
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 OUT = os.path.join(ROOT, "out", "bench")
@@ -24,6 +25,77 @@ def status_kib(pid, field):
     """A /proc/PID/status size field (VmRSS, VmHWM) in KiB."""
     with open(f"/proc/{pid}/status") as f:
         return next(int(l.split()[1]) for l in f if l.startswith(field + ":"))
+
+
+class Api:
+    """A minimal HTTPS client for the apiserver, from a kubeconfig with a client certificate or
+    a token (this script writes both kinds), one connection per thread."""
+
+    def __init__(self, kubeconfig):
+        text = open(kubeconfig).read()
+        field = lambda name: (re.search(rf"^\s*{name}:\s*(\S+)", text, re.M) or [None, None])[1]
+        url = urlparse(field("server"))
+        self.host, self.port, self.server = url.hostname, url.port, field("server")
+        self.ca = field("certificate-authority")
+        self.ctx = ssl.create_default_context(cafile=self.ca)
+        self.token = field("token")
+        if not self.token:
+            self.ctx.load_cert_chain(field("client-certificate"), field("client-key"))
+        self.local = threading.local()
+
+    def conn(self):
+        if getattr(self.local, "conn", None) is None:
+            self.local.conn = http.client.HTTPSConnection(self.host, self.port, context=self.ctx, timeout=120)
+        return self.local.conn
+
+    def request(self, method, path, body=None, content_type="application/json", ok=(200, 201), accept="application/json"):
+        headers = {"Accept": accept}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        if body is not None:
+            headers["Content-Type"] = content_type
+            body = json.dumps(body, separators=(",", ":"))
+        for attempt in range(3):
+            try:
+                c = self.conn()
+                c.request(method, path, body=body, headers=headers)
+                r = c.getresponse()
+                data = r.read()
+                break
+            except (OSError, http.client.HTTPException):
+                self.local.conn = None
+                if attempt == 2:
+                    raise
+        if ok and r.status not in ok:
+            raise RuntimeError(f"{method} {path}: {r.status} {data[:300]!r}")
+        return r.status, data
+
+    def json(self, method, path, body=None, **kw):
+        return json.loads(self.request(method, path, body, **kw)[1])
+
+    def pages(self, path, limit=500, **kw):
+        """Yields each page of a list, following `continue` to the last, as a reflector lists."""
+        token, sep = "", "&" if "?" in path else "?"
+        while True:
+            page = self.json("GET", f"{path}{sep}limit={limit}&continue={quote(token)}", **kw)
+            yield page
+            token = page["metadata"].get("continue")
+            if not token:
+                return
+
+    def stream(self, path):
+        """Yields the JSON lines of a watch."""
+        c = http.client.HTTPSConnection(self.host, self.port, context=self.ctx, timeout=300)
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        c.request("GET", path, headers=headers)
+        r = c.getresponse()
+        if r.status != 200:
+            raise RuntimeError(f"watch {path}: {r.status}")
+        while True:
+            line = r.readline()
+            if not line:
+                return
+            yield json.loads(line)
 
 
 def peer_path(name):
