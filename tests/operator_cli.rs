@@ -85,3 +85,21 @@ fn the_operator_runs_without_transparent_huge_pages_from_its_first_allocation() 
     let huge = rollup.lines().find(|l| l.starts_with("AnonHugePages:")).expect("smaps_rollup lists AnonHugePages");
     assert_eq!(huge.split_whitespace().nth(1), Some("0"), "huge pages faulted in before they were switched off: {huge}");
 }
+
+#[test]
+fn a_wakeup_pause_longer_than_100ms_or_not_a_duration_is_refused_and_0_is_not() {
+    // Defects caught: a parser that takes any pause (a 1 s pause would hold every report write
+    // a second longer), one that takes nonsense as the default, and one that refuses 0, the
+    // documented way to turn the pause off.
+    for (value, says) in [("150ms", "longer than 100ms"), ("1s", "longer than 100ms"), ("soon", "not a duration")] {
+        let (code, stderr) = operator(&["--coalesce-wakeups", value]);
+        assert_eq!(code, Some(2), "--coalesce-wakeups {value}: {stderr}");
+        assert!(stderr.contains(says), "--coalesce-wakeups {value} should say {says}: {stderr}");
+    }
+    for value in ["0", "0ms", "10ms", "100ms"] {
+        let (code, stderr) = operator(&["--coalesce-wakeups", value]);
+        // Accepted: the operator goes on and fails later, on the missing kubeconfig.
+        assert_ne!(code, Some(2), "--coalesce-wakeups {value} should be accepted: {stderr}");
+        assert!(stderr.contains("kubeconfig"), "--coalesce-wakeups {value} should get as far as the cluster: {stderr}");
+    }
+}
