@@ -91,7 +91,8 @@ fn a_wakeup_pause_longer_than_100ms_or_not_a_duration_is_refused_and_0_is_not() 
     // Defects caught: a parser that takes any pause (a 1 s pause would hold every report write
     // a second longer), one that takes nonsense as the default, and one that refuses 0, the
     // documented way to turn the pause off.
-    for (value, says) in [("150ms", "longer than 100ms"), ("1s", "longer than 100ms"), ("soon", "not a duration")] {
+    let refused = [("101ms", "longer than 100ms"), ("1s", "longer than 100ms"), ("soon", "not a duration"), ("0ss", "not a duration")];
+    for (value, says) in refused {
         let (code, stderr) = operator(&["--coalesce-wakeups", value]);
         assert_eq!(code, Some(2), "--coalesce-wakeups {value}: {stderr}");
         assert!(stderr.contains(says), "--coalesce-wakeups {value} should say {says}: {stderr}");

@@ -111,7 +111,10 @@ fn parse_profile(s: &str) -> Result<BackoffProfile, String> {
 }
 
 fn parse_wakeup_pause(s: &str) -> Result<Duration, String> {
-    let pause = if s.trim_end_matches(['m', 's']) == "0" { Duration::ZERO } else { parse_dur(s)? };
+    let pause = match s {
+        "0" | "0s" | "0ms" => Duration::ZERO,
+        _ => parse_dur(s)?,
+    };
     // Longer pauses save no more CPU (20 ms took as much as 10 ms) and cost latency.
     if pause > Duration::from_millis(100) {
         return Err(format!("'{s}' is longer than 100ms: each pause adds to the latency of every report write"));
@@ -135,7 +138,9 @@ fn parse_dur(s: &str) -> Result<Duration, String> {
 // churn: each watch event and each write response woke the thread on its own. Pausing before
 // each wait lets those that arrive meanwhile share one wake-up. Same binary, 1k pods under
 // churn, alternating runs: CPU per 1k pod watch events 0.13-0.14 s with no pause, 0.10 s with
-// 4 ms, 0.07-0.08 s with 10 ms and 0.07 s with 20 ms; p99 change to write unchanged (BENCHMARKS.md).
+// 4 ms, 0.07-0.08 s with 10 ms and 0.07 s with 20 ms; p99 change to write within the runs'
+// spread (BENCHMARKS.md). Timers fire up to one pause late, and a write window under about four
+// pauses can no longer be looked at four times a window.
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let mut runtime = tokio::runtime::Builder::new_current_thread();

@@ -46,6 +46,13 @@ async fn helm_installs_upgrades_and_uninstalls_the_in_cluster_operator() {
         assert!(ok, "helm lint: {out}");
         let (ok, out) = helm(&["lint", "charts/podlife", "--set", "backoffProfile=fast"]);
         assert!(!ok && out.contains("backoffProfile"), "bad values fail with a clear message: {out}");
+        // The wake-up pause: `--set coalesceWakeups=0` (an integer) is the documented way to turn
+        // it off, and a pause the operator would refuse (over 100ms) must fail here, not crash-loop.
+        for (value, valid) in [("0", true), ("10ms", true), ("100ms", true), ("101ms", false), ("1s", false), ("0.0ms", false)] {
+            let (ok, out) = helm(&["lint", "charts/podlife", "--set", &format!("coalesceWakeups={value}")]);
+            assert_eq!(ok, valid, "coalesceWakeups={value}: {out}");
+            assert!(valid || out.contains("coalesceWakeups"), "coalesceWakeups={value} should be named: {out}");
+        }
 
         let release_ns = format!("{}-sys", ns.name);
         let namespaces: Api<Namespace> = Api::all(ns.client.clone());
