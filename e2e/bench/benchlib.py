@@ -28,8 +28,9 @@ def status_kib(pid, field):
 
 
 class Api:
-    """A minimal HTTPS client for the apiserver, from a kubeconfig with a client certificate or
-    a token (this script writes both kinds), one connection per thread."""
+    """A minimal HTTPS client for the apiserver, from a kubeconfig with a client certificate (the
+    local cluster's admin) or a token (the identities the scale bench writes), one connection
+    per thread."""
 
     def __init__(self, kubeconfig):
         text = open(kubeconfig).read()
@@ -48,10 +49,12 @@ class Api:
             self.local.conn = http.client.HTTPSConnection(self.host, self.port, context=self.ctx, timeout=120)
         return self.local.conn
 
+    def auth(self):
+        """The headers that identify a token's holder; a certificate does it in the handshake."""
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
     def request(self, method, path, body=None, content_type="application/json", ok=(200, 201), accept="application/json"):
-        headers = {"Accept": accept}
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
+        headers = {"Accept": accept, **self.auth()}
         if body is not None:
             headers["Content-Type"] = content_type
             body = json.dumps(body, separators=(",", ":"))
@@ -86,8 +89,7 @@ class Api:
     def stream(self, path):
         """Yields the JSON lines of a watch."""
         c = http.client.HTTPSConnection(self.host, self.port, context=self.ctx, timeout=300)
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        c.request("GET", path, headers=headers)
+        c.request("GET", path, headers=self.auth())
         r = c.getresponse()
         if r.status != 200:
             raise RuntimeError(f"watch {path}: {r.status}")
