@@ -89,7 +89,7 @@ impl EndpointWatch {
         let out = Arc::clone(&changes);
         let task = tokio::spawn(async move {
             let mut fold = SliceFold::default();
-            let mut stream = watcher(api, config).boxed();
+            let mut stream = std::pin::pin!(super::retry_watch(watcher(api, config), super::watch_backoff()));
             while let Some(event) = stream.next().await {
                 let news = match event {
                     Ok(watcher::Event::Apply(s)) => fold.applied(s.name_any(), endpoints_of(&s), Timestamp::now()),
@@ -105,7 +105,6 @@ impl EndpointWatch {
                     Ok(watcher::Event::InitDone) => fold.end_relist(Timestamp::now()),
                     Err(e) => {
                         tracing::debug!(error = %e, "endpointslice watch error; retrying");
-                        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
                         continue;
                     }
                 };

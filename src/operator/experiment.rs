@@ -32,7 +32,7 @@ use crate::harness::pod as experiment_pod;
 use crate::harness::verdict::evaluate;
 use crate::lifecycle::PodHistory;
 use crate::lock;
-use crate::operator::keep_watching;
+use crate::operator::{keep_watching, retry_watch};
 use crate::target::record::RecordSnapshot;
 
 const TICK: Duration = Duration::from_millis(200);
@@ -64,38 +64,42 @@ pub async fn run_experiments(client: Client, namespaces: Vec<String>, settings: 
         let settings = settings.clone();
         let runs = Arc::clone(&runs);
         let store = Arc::clone(&store);
-        keep_watching(watcher(api, watcher::Config::default()).default_backoff(), "experiments", move |event| {
-            let exp: ProbeExperiment = match event {
-                watcher::Event::Apply(exp) | watcher::Event::InitApply(exp) => exp,
-                // Forgotten once deleted, so the set holds only experiments that still exist.
-                watcher::Event::Delete(exp) => {
-                    lock(&started).remove(&exp.uid().unwrap_or_default());
-                    return;
-                }
-                watcher::Event::Init | watcher::Event::InitDone => return,
-            };
-            let uid = exp.uid().unwrap_or_default();
-            let phase = exp.status.as_ref().map(|s| s.phase).unwrap_or_default();
-            // A finished one is never run again, so it need not be remembered either.
-            if !phase.is_final() && lock(&started).insert(uid) {
-                let (client, settings, store) = (client.clone(), settings.clone(), Arc::clone(&store));
-                let mut runs = lock(&runs);
-                while runs.try_join_next().is_some() {}
-                runs.spawn(async move {
-                    if phase == ExperimentPhase::Running {
-                        let status = ExperimentStatus {
-                            phase: ExperimentPhase::Error,
-                            reason: Some("the operator restarted while this experiment ran; its actions cannot be resumed".into()),
-                            finished_at: Some(Timestamp::now()),
-                            ..exp.status.clone().unwrap_or_default()
-                        };
-                        write_status(&client, &exp, &status).await;
-                    } else {
-                        run_one(client, exp, settings, store).await;
+        keep_watching(
+            retry_watch(watcher(api, watcher::Config::default()), watcher::DefaultBackoff::default()),
+            "experiments",
+            move |event| {
+                let exp: ProbeExperiment = match event {
+                    watcher::Event::Apply(exp) | watcher::Event::InitApply(exp) => exp,
+                    // Forgotten once deleted, so the set holds only experiments that still exist.
+                    watcher::Event::Delete(exp) => {
+                        lock(&started).remove(&exp.uid().unwrap_or_default());
+                        return;
                     }
-                });
-            }
-        })
+                    watcher::Event::Init | watcher::Event::InitDone => return,
+                };
+                let uid = exp.uid().unwrap_or_default();
+                let phase = exp.status.as_ref().map(|s| s.phase).unwrap_or_default();
+                // A finished one is never run again, so it need not be remembered either.
+                if !phase.is_final() && lock(&started).insert(uid) {
+                    let (client, settings, store) = (client.clone(), settings.clone(), Arc::clone(&store));
+                    let mut runs = lock(&runs);
+                    while runs.try_join_next().is_some() {}
+                    runs.spawn(async move {
+                        if phase == ExperimentPhase::Running {
+                            let status = ExperimentStatus {
+                                phase: ExperimentPhase::Error,
+                                reason: Some("the operator restarted while this experiment ran; its actions cannot be resumed".into()),
+                                finished_at: Some(Timestamp::now()),
+                                ..exp.status.clone().unwrap_or_default()
+                            };
+                            write_status(&client, &exp, &status).await;
+                        } else {
+                            run_one(client, exp, settings, store).await;
+                        }
+                    });
+                }
+            },
+        )
     });
     let elsewhere = (!namespaces.is_empty()).then(|| refuse_uncovered(client.clone(), namespaces.clone(), Arc::clone(&runs)));
     let _ = futures::future::join(futures::future::join_all(streams), async {
@@ -116,7 +120,8 @@ const UNCOVERED_GRACE: Duration = Duration::from_secs(10);
 async fn refuse_uncovered(client: Client, covered: Vec<String>, runs: Arc<Mutex<tokio::task::JoinSet<()>>>) {
     let seen: Arc<Mutex<HashSet<String>>> = Arc::default();
     keep_watching(
-        watcher(Api::<ProbeExperiment>::all(client.clone()), watcher::Config::default()).default_backoff().applied_objects(),
+        retry_watch(watcher(Api::<ProbeExperiment>::all(client.clone()), watcher::Config::default()), watcher::DefaultBackoff::default())
+            .applied_objects(),
         "experiments elsewhere",
         move |exp: ProbeExperiment| {
             let ns = exp.namespace().unwrap_or_default();

@@ -40,7 +40,6 @@ use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Event;
 use kube::api::{DynamicObject, ListParams};
 use kube::core::ApiResource;
-use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, watcher};
 use kube::{Api, Client};
 use tokio::sync::watch;
@@ -519,7 +518,7 @@ impl Drop for AbortOnDrop {
 /// The watchers' retry back-off: 250 ms doubling to 2 s, with up to as much again of jitter.
 /// Short, so that reports are current within seconds of the apiserver coming back; kube's
 /// default (up to 30 s) would leave them stale for half a minute.
-fn watch_backoff() -> watcher::ExponentialBackoff {
+pub(crate) fn watch_backoff() -> watcher::ExponentialBackoff {
     backon::ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(250))
         .with_max_delay(Duration::from_secs(2))
@@ -527,6 +526,37 @@ fn watch_backoff() -> watcher::ExponentialBackoff {
         .with_jitter()
         .without_max_times()
         .into()
+}
+
+/// Waits `backoff` after each error of a watch before polling it again, as kube's
+/// `StreamBackoff` does, but starts the back-off over only on progress. kube's starts over on
+/// any item, and a watcher emits `Init` before each attempt to list: while the apiserver was
+/// down every relist waited only the first step, ~0.35 s apart for as long as it was down
+/// (`e2e/bench/scale --outage 20`).
+pub(crate) fn retry_watch<K, B>(
+    stream: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+    backoff: B,
+) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send
+where
+    K: Send + 'static,
+    B: kube::runtime::utils::Backoff + 'static,
+{
+    futures::stream::unfold((stream.boxed(), backoff, None), |(mut stream, mut backoff, wait)| async move {
+        if let Some(wait) = wait {
+            tokio::time::sleep(wait).await;
+        }
+        let item = stream.next().await?;
+        let wait = match &item {
+            Err(_) => Some(backoff.next().unwrap_or(Duration::from_secs(2))),
+            Ok(event) => {
+                if !matches!(event, watcher::Event::Init) {
+                    backoff.reset();
+                }
+                None
+            }
+        };
+        Some((item, (stream, backoff, wait)))
+    })
 }
 
 /// Reads every report of the selection, a page at a time. A report that cannot be read (an
@@ -733,12 +763,14 @@ async fn watch_pods(
             let mut first = true;
             // Each round is one watcher; a watch failing without a break is started over.
             loop {
-            let mut stream = std::pin::pin!(w.pods.snapshots().backoff(watch_backoff()));
+            let mut stream = std::pin::pin!(retry_watch(w.pods.snapshots(), watch_backoff()));
             let mut failing = health::FailingSince::default();
             // A relist's pods, trimmed, held back while a catch-up replays what came before.
             let mut relist: Option<Vec<crate::lifecycle::PodSnapshot>> = None;
             while let Some(item) = stream.next().await {
                 let event = match item {
+                    // `Init` only starts an attempt to list: no sign the apiserver answers.
+                    Ok(watcher::Event::Init) => watcher::Event::Init,
                     Ok(event) => {
                         health.ok("pods");
                         failing.ok();
@@ -757,9 +789,10 @@ async fn watch_pods(
                 match event {
                     // A (re)list of this scope: what follows is rebuilt state, not live observation.
                     watcher::Event::Init => {
-                        if !first {
+                        // Once per relist, not once per attempt at it.
+                        if !first && relist.is_none() {
                             store.metrics.relist("pods");
-                            tracing::info!(scope = ?w.scope, "pod watch expired (410): relisting");
+                            tracing::info!(scope = ?w.scope, "relisting the pods (the watch expired or was started over)");
                         }
                         relist = Some(Vec::new());
                     }
@@ -879,7 +912,7 @@ async fn watch_events(
         async move {
             // Each round is one watcher; a watch failing without a break is started over.
             loop {
-                let mut stream = std::pin::pin!(events_in_order(watcher(api.clone(), cfg.clone()).backoff(watch_backoff())));
+                let mut stream = std::pin::pin!(events_in_order(retry_watch(watcher(api.clone(), cfg.clone()), watch_backoff())));
                 let mut failing = health::FailingSince::default();
                 while let Some(item) = stream.next().await {
                     match item {
@@ -919,6 +952,52 @@ mod tests {
         assert_eq!(write_tick(Duration::from_secs(1)), Duration::from_millis(250));
         assert_eq!(write_tick(Duration::from_millis(20)), Duration::from_millis(10));
         assert_eq!(write_tick(Duration::ZERO), Duration::from_millis(10));
+    }
+
+    /// A back-off that notes the step of each wait it hands out.
+    struct Steps {
+        step: u32,
+        waits: Arc<std::sync::Mutex<Vec<u32>>>,
+    }
+
+    impl Iterator for Steps {
+        type Item = Duration;
+        fn next(&mut self) -> Option<Duration> {
+            self.step += 1;
+            self.waits.lock().unwrap().push(self.step);
+            Some(Duration::ZERO)
+        }
+    }
+
+    impl kube::runtime::utils::Backoff for Steps {
+        fn reset(&mut self) {
+            self.step = 0;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_watch_that_keeps_failing_to_relist_keeps_backing_off() {
+        // Defect caught: starting the back-off over on the `Init` that comes before each
+        // attempt to list (kube's StreamBackoff), so a watch whose lists kept failing retried
+        // at the first step, ~0.35 s apart, for as long as the apiserver was down.
+        let fail = || Err(watcher::Error::NoResourceVersion);
+        let items: Vec<Result<watcher::Event<u8>, watcher::Error>> = vec![
+            fail(),
+            Ok(watcher::Event::Init),
+            fail(),
+            Ok(watcher::Event::Init),
+            fail(),
+            // A list that gets through: progress, so the next failure starts over.
+            Ok(watcher::Event::Init),
+            Ok(watcher::Event::InitApply(1)),
+            Ok(watcher::Event::InitDone),
+            fail(),
+        ];
+        let waits = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let backoff = Steps { step: 0, waits: Arc::clone(&waits) };
+        let passed: Vec<_> = retry_watch(futures::stream::iter(items), backoff).collect().await;
+        assert_eq!(passed.len(), 9, "every item passes through");
+        assert_eq!(*waits.lock().unwrap(), [1, 2, 3, 1]);
     }
 
     #[test]
