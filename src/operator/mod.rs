@@ -769,8 +769,13 @@ async fn watch_pods(
             let mut relist: Option<Vec<crate::lifecycle::PodSnapshot>> = None;
             while let Some(item) = stream.next().await {
                 let event = match item {
-                    // `Init` only starts an attempt to list: no sign the apiserver answers.
-                    Ok(watcher::Event::Init) => watcher::Event::Init,
+                    // `Init` only starts an attempt to list: no sign the apiserver answers, so
+                    // not health. But it is a fresh list already, all that starting the watch
+                    // over would do, so the failing clock starts again.
+                    Ok(watcher::Event::Init) => {
+                        failing.ok();
+                        watcher::Event::Init
+                    }
                     Ok(event) => {
                         health.ok("pods");
                         failing.ok();
@@ -965,7 +970,7 @@ mod tests {
         fn next(&mut self) -> Option<Duration> {
             self.step += 1;
             self.waits.lock().unwrap().push(self.step);
-            Some(Duration::ZERO)
+            Some(Duration::from_millis(u64::from(self.step) * 10))
         }
     }
 
@@ -995,9 +1000,13 @@ mod tests {
         ];
         let waits = Arc::new(std::sync::Mutex::new(Vec::new()));
         let backoff = Steps { step: 0, waits: Arc::clone(&waits) };
+        let started = Instant::now();
         let passed: Vec<_> = retry_watch(futures::stream::iter(items), backoff).collect().await;
         assert_eq!(passed.len(), 9, "every item passes through");
         assert_eq!(*waits.lock().unwrap(), [1, 2, 3, 1]);
+        // The waits are slept, not only chosen: 10 + 20 + 30 + 10 ms, each before the poll
+        // after an error (the last one before the stream's end is found).
+        assert!(started.elapsed() >= Duration::from_millis(70), "{:?}", started.elapsed());
     }
 
     #[test]
