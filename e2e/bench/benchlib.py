@@ -27,6 +27,14 @@ def status_kib(pid, field):
         return next(int(l.split()[1]) for l in f if l.startswith(field + ":"))
 
 
+class HttpStatus(RuntimeError):
+    """The apiserver answered with a status the caller did not take."""
+
+    def __init__(self, status, message):
+        super().__init__(message)
+        self.status = status
+
+
 class Api:
     """A minimal HTTPS client for the apiserver, from a kubeconfig with a client certificate (the
     local cluster's admin) or a token (the identities the scale bench writes), one connection
@@ -70,7 +78,7 @@ class Api:
                 if attempt == 2:
                     raise
         if ok and r.status not in ok:
-            raise RuntimeError(f"{method} {path}: {r.status} {data[:300]!r}")
+            raise HttpStatus(r.status, f"{method} {path}: {r.status} {data[:300]!r}")
         return r.status, data
 
     def json(self, method, path, body=None, **kw):
