@@ -64,42 +64,39 @@ pub async fn run_experiments(client: Client, namespaces: Vec<String>, settings: 
         let settings = settings.clone();
         let runs = Arc::clone(&runs);
         let store = Arc::clone(&store);
-        keep_watching(
-            retry_watch(watcher(api, watcher::Config::default()), watcher::DefaultBackoff::default()),
-            "experiments",
-            move |event| {
-                let exp: ProbeExperiment = match event {
-                    watcher::Event::Apply(exp) | watcher::Event::InitApply(exp) => exp,
-                    // Forgotten once deleted, so the set holds only experiments that still exist.
-                    watcher::Event::Delete(exp) => {
-                        lock(&started).remove(&exp.uid().unwrap_or_default());
-                        return;
-                    }
-                    watcher::Event::Init | watcher::Event::InitDone => return,
-                };
-                let uid = exp.uid().unwrap_or_default();
-                let phase = exp.status.as_ref().map(|s| s.phase).unwrap_or_default();
-                // A finished one is never run again, so it need not be remembered either.
-                if !phase.is_final() && lock(&started).insert(uid) {
-                    let (client, settings, store) = (client.clone(), settings.clone(), Arc::clone(&store));
-                    let mut runs = lock(&runs);
-                    while runs.try_join_next().is_some() {}
-                    runs.spawn(async move {
-                        if phase == ExperimentPhase::Running {
-                            let status = ExperimentStatus {
-                                phase: ExperimentPhase::Error,
-                                reason: Some("the operator restarted while this experiment ran; its actions cannot be resumed".into()),
-                                finished_at: Some(Timestamp::now()),
-                                ..exp.status.clone().unwrap_or_default()
-                            };
-                            write_status(&client, &exp, &status).await;
-                        } else {
-                            run_one(client, exp, settings, store).await;
-                        }
-                    });
+        let experiments = retry_watch(watcher(api, watcher::Config::default()), watcher::DefaultBackoff::default());
+        keep_watching(experiments, "experiments", move |event| {
+            let exp: ProbeExperiment = match event {
+                watcher::Event::Apply(exp) | watcher::Event::InitApply(exp) => exp,
+                // Forgotten once deleted, so the set holds only experiments that still exist.
+                watcher::Event::Delete(exp) => {
+                    lock(&started).remove(&exp.uid().unwrap_or_default());
+                    return;
                 }
-            },
-        )
+                watcher::Event::Init | watcher::Event::InitDone => return,
+            };
+            let uid = exp.uid().unwrap_or_default();
+            let phase = exp.status.as_ref().map(|s| s.phase).unwrap_or_default();
+            // A finished one is never run again, so it need not be remembered either.
+            if !phase.is_final() && lock(&started).insert(uid) {
+                let (client, settings, store) = (client.clone(), settings.clone(), Arc::clone(&store));
+                let mut runs = lock(&runs);
+                while runs.try_join_next().is_some() {}
+                runs.spawn(async move {
+                    if phase == ExperimentPhase::Running {
+                        let status = ExperimentStatus {
+                            phase: ExperimentPhase::Error,
+                            reason: Some("the operator restarted while this experiment ran; its actions cannot be resumed".into()),
+                            finished_at: Some(Timestamp::now()),
+                            ..exp.status.clone().unwrap_or_default()
+                        };
+                        write_status(&client, &exp, &status).await;
+                    } else {
+                        run_one(client, exp, settings, store).await;
+                    }
+                });
+            }
+        })
     });
     let elsewhere = (!namespaces.is_empty()).then(|| refuse_uncovered(client.clone(), namespaces.clone(), Arc::clone(&runs)));
     let _ = futures::future::join(futures::future::join_all(streams), async {

@@ -889,8 +889,12 @@ impl Store {
 
 /// 1 s, 2 s, 4 s … up to `cap`.
 fn retry_delay(failures: u32, cap: Duration) -> Duration {
-    let exp = failures.saturating_sub(1).min(16);
-    Duration::from_secs(1u64 << exp).min(cap)
+    doubled(Duration::from_secs(1), failures.saturating_sub(1), cap)
+}
+
+/// `first` doubled `doublings` times, at most `cap`: the steps of a back-off.
+pub fn doubled(first: Duration, doublings: u32, cap: Duration) -> Duration {
+    first.saturating_mul(1 << doublings.min(16)).min(cap)
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use super::leader::Fence;
 use super::owners::OwnerLookup;
 use super::shards::Ownership;
-use super::store::{Batch, DirtyReport, Store, WriteOutcome};
+use super::store::{Batch, DirtyReport, Store, WriteOutcome, doubled};
 use crate::crd::PodLifecycle;
 use crate::lifecycle::PodHistory;
 use crate::lifecycle::workload::label_value;
@@ -133,7 +133,7 @@ impl Reachability {
                     return ReachabilityChange::Straggler;
                 }
                 *failed_probes = failed_probes.saturating_add(1);
-                let next_in = PROBE_BACKOFF_FIRST.saturating_mul(1 << (*failed_probes).min(8)).min(PROBE_BACKOFF_MAX);
+                let next_in = doubled(PROBE_BACKOFF_FIRST, *failed_probes, PROBE_BACKOFF_MAX);
                 *next_probe = now + next_in;
                 ReachabilityChange::StillDown { next_in }
             }
@@ -271,12 +271,13 @@ impl Writer {
                 Err(WriteError::Api(kube::Error::Api(_))) => WriteOutcome::Refused,
                 Err(_) => WriteOutcome::Unreachable,
             };
-            // A 500 is an answer about this one write (an admission webhook that failed, say):
-            // it backs off alone. 429, 502-504 and no answer at all concern the apiserver.
-            let server_down =
-                outcome == WriteOutcome::Unreachable && !matches!(&result, Err(WriteError::Api(kube::Error::Api(e))) if e.code == 500);
-            match (&result, outcome) {
-                (Err(e), WriteOutcome::Unreachable) if server_down => {
+            let server_down = match &result {
+                Ok(()) => false,
+                Err(WriteError::TimedOut) => true,
+                Err(WriteError::Api(e)) => apiserver_down(e),
+            };
+            match &result {
+                Err(e) if server_down => {
                     self.store.metrics.write("unreachable");
                     let (pod, namespace) = (&report.history.pod, &report.namespace);
                     match self.reachability.unreachable(admission, Instant::now()) {
@@ -293,7 +294,7 @@ impl Writer {
                     // The rest would fail the same way: start no more; they go back below.
                     stopped = true;
                 }
-                (result, _) => {
+                result => {
                     self.answered();
                     match result {
                         Ok(()) => {
@@ -342,7 +343,7 @@ impl Writer {
                     self.store.expired(&uid);
                     true
                 }
-                Ok(Err(kube::Error::Api(e))) if e.code == 500 || (e.code < 500 && e.code != 429) => {
+                Ok(Err(e)) if !apiserver_down(e) => {
                     tracing::warn!(%uid, %namespace, error = %e, "could not delete expired report; will retry");
                     true
                 }
@@ -361,6 +362,16 @@ impl Writer {
             }
             return;
         }
+    }
+}
+
+/// Whether a failed request tells only that the apiserver is not serving: no answer, 429, or
+/// 502-504. A 500 is an answer about the one request (an admission webhook that failed, say),
+/// so that report or deletion backs off alone.
+fn apiserver_down(error: &kube::Error) -> bool {
+    match error {
+        kube::Error::Api(e) => e.code == 429 || e.code > 500,
+        _ => true,
     }
 }
 
