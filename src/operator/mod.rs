@@ -864,19 +864,28 @@ fn version_of(e: &Event) -> u64 {
     e.metadata.resource_version.as_deref().and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
+/// What the event watch hands on to be folded.
+#[derive(Debug)]
+pub(crate) enum EventWatchItem {
+    /// An attempt to list began. No sign that the apiserver answers, but a fresh list is all
+    /// that starting the watch over would do, so it stops the clock towards a restart.
+    ListStarted,
+    Event(Box<Event>),
+}
+
 /// Turns a watch of Events into the events to fold, in resourceVersion order: a relist's
 /// items (in key order from the apiserver) are held until the list is complete and sorted;
 /// deletions (an event's TTL running out) are dropped, as they say nothing new.
 pub(crate) fn events_in_order(
     stream: impl Stream<Item = Result<watcher::Event<Event>, watcher::Error>>,
-) -> impl Stream<Item = Result<Event, watcher::Error>> {
+) -> impl Stream<Item = Result<EventWatchItem, watcher::Error>> {
     stream
         .scan(None::<Vec<Event>>, |relist, item| {
-            let out: Vec<Result<Event, watcher::Error>> = match item {
+            let out: Vec<Result<EventWatchItem, watcher::Error>> = match item {
                 Err(e) => vec![Err(e)],
                 Ok(watcher::Event::Init) => {
                     *relist = Some(Vec::new());
-                    Vec::new()
+                    vec![Ok(EventWatchItem::ListStarted)]
                 }
                 Ok(watcher::Event::InitApply(e)) => {
                     relist.get_or_insert_with(Vec::new).push(e);
@@ -885,9 +894,9 @@ pub(crate) fn events_in_order(
                 Ok(watcher::Event::InitDone) => {
                     let mut listed = relist.take().unwrap_or_default();
                     listed.sort_by_key(version_of);
-                    listed.into_iter().map(Ok).collect()
+                    listed.into_iter().map(|e| Ok(EventWatchItem::Event(Box::new(e)))).collect()
                 }
-                Ok(watcher::Event::Apply(e)) => vec![Ok(e)],
+                Ok(watcher::Event::Apply(e)) => vec![Ok(EventWatchItem::Event(Box::new(e)))],
                 Ok(watcher::Event::Delete(_)) => Vec::new(),
             };
             futures::future::ready(Some(futures::stream::iter(out)))
@@ -921,7 +930,10 @@ async fn watch_events(
                 let mut failing = health::FailingSince::default();
                 while let Some(item) = stream.next().await {
                     match item {
-                        Ok(event) => {
+                        // Without this, a watch whose lists kept failing (the apiserver down)
+                        // was started over every 10 s, its back-off from the first step.
+                        Ok(EventWatchItem::ListStarted) => failing.ok(),
+                        Ok(EventWatchItem::Event(event)) => {
                             health.ok("events");
                             failing.ok();
                             store.observe_event(&event);
@@ -1054,8 +1066,40 @@ mod tests {
             Ok(watcher::Event::Delete(ev("31"))),
             Ok(watcher::Event::Apply(ev("32"))),
         ];
-        let out: Vec<String> =
-            events_in_order(futures::stream::iter(items)).map(|e| e.unwrap().metadata.resource_version.unwrap()).collect().await;
+        let out: Vec<String> = events_in_order(futures::stream::iter(items))
+            .filter_map(|item| async move {
+                match item.unwrap() {
+                    EventWatchItem::Event(e) => e.metadata.resource_version,
+                    EventWatchItem::ListStarted => None,
+                }
+            })
+            .collect()
+            .await;
         assert_eq!(out, ["5", "12", "21", "30", "32"]);
+    }
+
+    #[tokio::test]
+    async fn each_attempt_to_list_events_is_handed_on() {
+        // Defect caught: hiding the watcher's `Init`, so the event watch could not tell a list
+        // being retried from a watch failing for good, and while the apiserver was down it was
+        // started over every 10 s (`e2e/bench/scale --outage 20`), its back-off from the start.
+        let fail = || Err(watcher::Error::NoResourceVersion);
+        let items = vec![
+            fail(),
+            Ok(watcher::Event::Init),
+            fail(),
+            Ok(watcher::Event::Init),
+            Ok(watcher::Event::InitApply(ev("7"))),
+            Ok(watcher::Event::InitDone),
+        ];
+        let out: Vec<&str> = events_in_order(futures::stream::iter(items))
+            .map(|item| match item {
+                Err(_) => "error",
+                Ok(EventWatchItem::ListStarted) => "list",
+                Ok(EventWatchItem::Event(_)) => "event",
+            })
+            .collect()
+            .await;
+        assert_eq!(out, ["error", "list", "error", "list", "event"]);
     }
 }
