@@ -553,7 +553,8 @@ fn json_of(e: &crate::crd::ProbeExperiment) -> serde_json::Value {
     serde_json::json!({"name": e.name_any(), "status": e.status})
 }
 
-/// Runs the conformance suite: every case in its own new namespace, or all of them in
+/// Runs the conformance suite (without its slow cases if `skip_slow`): every case in its own
+/// new namespace, or all of them in
 /// `in_namespace` (one the operator covers). Prints the verdicts (or JSON/JUnit), writes the
 /// files in `options`, deletes the namespaces it created, and returns (passed, failed, outcome).
 ///
@@ -563,6 +564,7 @@ fn json_of(e: &crate::crd::ProbeExperiment) -> serde_json::Value {
 pub async fn suite(
     client: &Client,
     filter: Option<&str>,
+    skip_slow: bool,
     in_namespace: Option<&str>,
     format: RunFormat,
     options: &RunOptions,
@@ -571,7 +573,7 @@ pub async fn suite(
     use k8s_openapi::api::core::v1::Namespace;
     use kube::api::{DeleteParams, PostParams};
     let namespaces: Api<Namespace> = Api::all(client.clone());
-    let cases: Vec<(String, crate::crd::ProbeExperiment)> = conformance::cases(filter)
+    let cases: Vec<(String, crate::crd::ProbeExperiment)> = conformance::cases(filter, skip_slow)
         .map_err(|e| Error::Io(std::io::Error::other(e)))?
         .into_iter()
         .map(|(name, exp)| (in_namespace.map_or_else(|| format!("podlife-conformance-{name}"), str::to_string), exp))

@@ -471,7 +471,7 @@ mod tests {
         assert_eq!(build(&exp, "img", false, "s").unwrap_err(), "the experiment has no uid yet");
         exp.metadata.uid = Some("u-1".into());
         let pod = build(&exp, "localhost/podlife-target:1", false, "pe-token-u-1").unwrap();
-        assert_eq!(pod.metadata.name.as_deref(), Some("pe-backoff-curve-and-cap"));
+        assert_eq!(pod.metadata.name.as_deref(), Some("pe-backoff-curve"));
         let labels = pod.metadata.labels.clone().unwrap();
         assert_eq!(labels["podlife.io/track"], "true", "the recorder must track it: verdicts are judged on its report");
         assert_eq!(pod.metadata.owner_references.as_ref().unwrap()[0].uid, "u-1");
