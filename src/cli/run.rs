@@ -554,8 +554,7 @@ fn json_of(e: &crate::crd::ProbeExperiment) -> serde_json::Value {
 }
 
 /// Runs the conformance suite (without its slow cases if `skip_slow`): every case in its own
-/// new namespace, or all of them in
-/// `in_namespace` (one the operator covers). Prints the verdicts (or JSON/JUnit), writes the
+/// new namespace, or all of them in `in_namespace` (one the operator covers). Prints the verdicts (or JSON/JUnit), writes the
 /// files in `options`, deletes the namespaces it created, and returns (passed, failed, outcome).
 ///
 /// # Errors
