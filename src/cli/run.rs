@@ -554,8 +554,9 @@ fn json_of(e: &crate::crd::ProbeExperiment) -> serde_json::Value {
 }
 
 /// Runs the conformance suite (without its slow cases if `skip_slow`): every case in its own
-/// new namespace, or all of them in `in_namespace` (one the operator covers). Prints the verdicts (or JSON/JUnit), writes the
-/// files in `options`, deletes the namespaces it created, and returns (passed, failed, outcome).
+/// new namespace, or all of them in `in_namespace` (one the operator covers). Prints the
+/// verdicts (or JSON/JUnit), writes the files in `options`, deletes the namespaces it created,
+/// and returns (passed, failed, outcome).
 ///
 /// # Errors
 /// A preflight check fails, no operator accepts the cases, a namespace or experiment cannot be
