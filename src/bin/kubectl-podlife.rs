@@ -85,7 +85,8 @@ enum Command {
     Suite {
         #[arg(value_parser = ["conformance"])]
         name: String,
-        /// Only cases whose name contains this.
+        /// Only this case, if it is a case's whole name; otherwise every case whose name
+        /// contains it. A name that picks no case is an error that lists the cases.
         #[arg(long)]
         only: Option<String>,
         /// Leave out the cases observed for over 5 minutes, as upstream skips its [Slow]

@@ -70,15 +70,28 @@ pub fn is_slow(experiment: &ProbeExperiment) -> bool {
     experiment.spec.duration_seconds > SLOW_AFTER_SECONDS
 }
 
-/// The cases whose name contains `filter` (every case without one), parsed; without the slow
-/// ones if `skip_slow`.
+/// The cases `filter` names (every case without one), parsed; without the slow ones if
+/// `skip_slow`. A filter that is a case's whole name picks that case alone, so that
+/// `backoff-curve` does not also run the 13-minute `backoff-curve-and-cap`; otherwise it picks
+/// every case whose name contains it.
 ///
 /// # Errors
-/// An embedded case does not parse (a test keeps that from shipping).
+/// The filter names no case (a typo must not pass as an empty run), or an embedded case does not
+/// parse (a test keeps that from shipping).
 pub fn cases(filter: Option<&str>, skip_slow: bool) -> Result<Vec<(&'static str, ProbeExperiment)>, String> {
+    let exact = filter.is_some_and(|f| CONFORMANCE.iter().any(|(name, _)| *name == f));
+    let picked = |name: &str| match filter {
+        None => true,
+        Some(f) if exact => name == f,
+        Some(f) => name.contains(f),
+    };
+    if let Some(f) = filter.filter(|_| !CONFORMANCE.iter().any(|(name, _)| picked(name))) {
+        let names: Vec<&str> = CONFORMANCE.iter().map(|(name, _)| *name).collect();
+        return Err(format!("no conformance case is named or contains {f:?}; the cases are: {}", names.join(", ")));
+    }
     let parsed: Result<Vec<_>, String> = CONFORMANCE
         .iter()
-        .filter(|(name, _)| filter.is_none_or(|f| name.contains(f)))
+        .filter(|(name, _)| picked(name))
         .map(|(name, yaml)| crate::crd::experiment::experiment_from_yaml_str(yaml).map(|e| (*name, e)).map_err(|e| format!("{name}: {e}")))
         .collect();
     Ok(parsed?.into_iter().filter(|(_, e)| !(skip_slow && is_slow(e))).collect())
@@ -114,5 +127,22 @@ mod tests {
         assert_eq!(left_out, ["backoff-curve-and-cap", "backoff-reset-after-long-run"]);
         assert!(quick.iter().any(|(n, _)| *n == "backoff-curve"));
         assert!(quick.iter().all(|(_, e)| e.spec.duration_seconds <= SLOW_AFTER_SECONDS));
+    }
+
+    #[test]
+    fn a_whole_name_picks_that_case_alone_and_a_part_picks_all_that_contain_it() {
+        // Defect caught: `--only backoff-curve` that also runs the 13-minute cap case (a plain
+        // substring match), or a part of a name that no longer picks every case containing it.
+        let names = |filter| cases(Some(filter), false).unwrap().into_iter().map(|(n, _)| n).collect::<Vec<_>>();
+        assert_eq!(names("backoff-curve"), ["backoff-curve"]);
+        assert_eq!(names("backoff-curve-"), ["backoff-curve-and-cap"]);
+        assert_eq!(names("backoff"), ["backoff-curve", "backoff-curve-and-cap", "backoff-reset-after-long-run"]);
+    }
+
+    #[test]
+    fn a_filter_that_names_no_case_is_an_error_that_lists_the_cases() {
+        // Defect caught: a typo in `--only` that runs nothing and exits 0, so CI reports a pass.
+        let err = cases(Some("backof-curve"), false).unwrap_err();
+        assert!(err.contains("\"backof-curve\"") && err.contains("backoff-curve-and-cap"), "{err}");
     }
 }
