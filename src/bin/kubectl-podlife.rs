@@ -210,6 +210,12 @@ async fn run_cli(cli: Cli) -> ExitCode {
         return ExitCode::from(2);
     }
     // Bad input is told before any cluster is asked.
+    if let Command::Suite { only, skip_slow, .. } = &cli.command
+        && let Err(e) = podlife::harness::conformance::cases(only.as_deref(), *skip_slow)
+    {
+        eprintln!("kubectl-podlife: {e}");
+        return ExitCode::from(2);
+    }
     if let Command::Report { pod: Some(given), selector: None, .. } = &cli.command
         && let Err(e) = Subject::parse(given)
     {

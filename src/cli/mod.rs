@@ -39,6 +39,8 @@ pub enum Error {
     Json(#[from] serde_json::Error),
     #[error(transparent)]
     Preflight(#[from] preflight::Missing),
+    #[error(transparent)]
+    Conformance(#[from] crate::harness::conformance::Error),
     #[error(
         "no podlife operator with experiments enabled picked up experiment {name} in namespace {namespace} within {seconds} s{}",
         why_not_accepted(namespace, hint.as_ref())

@@ -559,8 +559,8 @@ fn json_of(e: &crate::crd::ProbeExperiment) -> serde_json::Value {
 /// and returns (passed, failed, outcome).
 ///
 /// # Errors
-/// A preflight check fails, no operator accepts the cases, a namespace or experiment cannot be
-/// created, or a wait runs out.
+/// `filter` picks no case (or only slow ones, with `skip_slow`), a preflight check fails, no
+/// operator accepts the cases, a namespace or experiment cannot be created, or a wait runs out.
 pub async fn suite(
     client: &Client,
     filter: Option<&str>,
@@ -573,8 +573,7 @@ pub async fn suite(
     use k8s_openapi::api::core::v1::Namespace;
     use kube::api::{DeleteParams, PostParams};
     let namespaces: Api<Namespace> = Api::all(client.clone());
-    let cases: Vec<(String, crate::crd::ProbeExperiment)> = conformance::cases(filter, skip_slow)
-        .map_err(|e| Error::Io(std::io::Error::other(e)))?
+    let cases: Vec<(String, crate::crd::ProbeExperiment)> = conformance::cases(filter, skip_slow)?
         .into_iter()
         .map(|(name, exp)| (in_namespace.map_or_else(|| format!("podlife-conformance-{name}"), str::to_string), exp))
         .collect();

@@ -70,31 +70,51 @@ pub fn is_slow(experiment: &ProbeExperiment) -> bool {
     experiment.spec.duration_seconds > SLOW_AFTER_SECONDS
 }
 
+/// Why [`cases`] has no cases to give.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no conformance case is named or contains {filter:?}; the cases are: {}", names().join(", "))]
+    NoCase { filter: String },
+    #[error("--only {filter:?} picks only slow cases ({}), which --skip-slow leaves out: drop --skip-slow to run them", picked.join(", "))]
+    OnlySlow { filter: String, picked: Vec<&'static str> },
+    #[error("embedded conformance case {name} does not parse: {reason}")]
+    Parse { name: &'static str, reason: String },
+}
+
+fn names() -> Vec<&'static str> {
+    CONFORMANCE.iter().map(|(name, _)| *name).collect()
+}
+
 /// The cases `filter` names (every case without one), parsed; without the slow ones if
 /// `skip_slow`. A filter that is a case's whole name picks that case alone, so that
 /// `backoff-curve` does not also run the 13-minute `backoff-curve-and-cap`; otherwise it picks
 /// every case whose name contains it.
 ///
 /// # Errors
-/// The filter names no case (a typo must not pass as an empty run), or an embedded case does not
-/// parse (a test keeps that from shipping).
-pub fn cases(filter: Option<&str>, skip_slow: bool) -> Result<Vec<(&'static str, ProbeExperiment)>, String> {
-    let exact = filter.is_some_and(|f| CONFORMANCE.iter().any(|(name, _)| *name == f));
+/// The filter picks no case, or only slow ones with `skip_slow` (a typo must not pass as an
+/// empty run), or an embedded case does not parse (a test keeps that from shipping).
+pub fn cases(filter: Option<&str>, skip_slow: bool) -> Result<Vec<(&'static str, ProbeExperiment)>, Error> {
+    let exact = filter.is_some_and(|f| names().contains(&f));
     let picked = |name: &str| match filter {
         None => true,
         Some(f) if exact => name == f,
         Some(f) => name.contains(f),
     };
-    if let Some(f) = filter.filter(|_| !CONFORMANCE.iter().any(|(name, _)| picked(name))) {
-        let names: Vec<&str> = CONFORMANCE.iter().map(|(name, _)| *name).collect();
-        return Err(format!("no conformance case is named or contains {f:?}; the cases are: {}", names.join(", ")));
-    }
-    let parsed: Result<Vec<_>, String> = CONFORMANCE
+    let parsed = CONFORMANCE
         .iter()
         .filter(|(name, _)| picked(name))
-        .map(|(name, yaml)| crate::crd::experiment::experiment_from_yaml_str(yaml).map(|e| (*name, e)).map_err(|e| format!("{name}: {e}")))
-        .collect();
-    Ok(parsed?.into_iter().filter(|(_, e)| !(skip_slow && is_slow(e))).collect())
+        .map(|(name, yaml)| {
+            crate::crd::experiment::experiment_from_yaml_str(yaml)
+                .map(|e| (*name, e))
+                .map_err(|e| Error::Parse { name, reason: e.to_string() })
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    let (slow, kept): (Vec<_>, Vec<_>) = parsed.into_iter().partition(|(_, e)| skip_slow && is_slow(e));
+    match filter {
+        Some(f) if kept.is_empty() && slow.is_empty() => Err(Error::NoCase { filter: f.to_string() }),
+        Some(f) if kept.is_empty() => Err(Error::OnlySlow { filter: f.to_string(), picked: slow.iter().map(|(n, _)| *n).collect() }),
+        _ => Ok(kept),
+    }
 }
 
 #[cfg(test)]
@@ -142,7 +162,16 @@ mod tests {
     #[test]
     fn a_filter_that_names_no_case_is_an_error_that_lists_the_cases() {
         // Defect caught: a typo in `--only` that runs nothing and exits 0, so CI reports a pass.
-        let err = cases(Some("backof-curve"), false).unwrap_err();
+        let err = cases(Some("backof-curve"), false).unwrap_err().to_string();
         assert!(err.contains("\"backof-curve\"") && err.contains("backoff-curve-and-cap"), "{err}");
+    }
+
+    #[test]
+    fn a_filter_whose_every_case_is_slow_is_an_error_with_skip_slow() {
+        // Defect caught: `--only backoff-reset --skip-slow` that skips the one case it picked,
+        // runs nothing and exits 0.
+        let err = cases(Some("backoff-reset"), true).unwrap_err();
+        assert!(matches!(&err, Error::OnlySlow { picked, .. } if picked == &["backoff-reset-after-long-run"]), "{err}");
+        assert_eq!(cases(Some("backoff-curve"), true).unwrap().len(), 1, "a quick case is kept");
     }
 }
