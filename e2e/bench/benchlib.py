@@ -21,6 +21,19 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def run_seconds(pid):
+    """CPU time of a process's live threads so far, in seconds, to the nanosecond (the sum of
+    /proc/PID/task/*/schedstat). For short windows, where cpu_seconds's 10 ms steps are too
+    coarse; threads that have exited are not counted."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            total += int(open(f"/proc/{pid}/task/{task}/schedstat").read().split()[0])
+        except (FileNotFoundError, ProcessLookupError):
+            pass  # the thread exited meanwhile
+    return total / 1e9
+
+
 def status_kib(pid, field):
     """A /proc/PID/status size field (VmRSS, VmHWM) in KiB."""
     with open(f"/proc/{pid}/status") as f:
